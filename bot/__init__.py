@@ -1,0 +1,1 @@
+"""feishu-invite-bot: invites the people you mention into your Feishu meeting, as you."""

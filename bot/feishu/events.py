@@ -1,0 +1,185 @@
+"""Typed event envelopes and the event bodies the bot reads (reference §1.6, §2).
+
+Both schema 2.0 and the legacy 1.0 envelope are normalised into one `EventEnvelope`, which is what the
+inbox stores and the handlers receive. The Verification Token is split off during parsing so it is
+checked once at the door and never persisted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MESSAGE_RECEIVE = "im.message.receive_v1"
+CARD_ACTION_TRIGGER = "card.action.trigger"
+
+
+class _Lenient(BaseModel):
+    """Feishu adds fields over time; unknown ones are kept out of our models, never an error."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class EventEnvelope(_Lenient):
+    """One delivered event, however it arrived (webhook 2.0, webhook 1.0, later a long connection)."""
+
+    schema_version: Literal["2.0", "1.0"]
+    event_id: str = Field(min_length=1, max_length=256)
+    event_type: str = Field(min_length=1, max_length=256)
+    create_time: str = ""
+    app_id: str = ""
+    tenant_key: str = ""
+    event: dict[str, Any]
+
+
+class UrlVerification(_Lenient):
+    challenge: str = Field(max_length=4096)
+    token: str = ""
+
+
+class _HeaderV2(_Lenient):
+    event_id: str = Field(min_length=1, max_length=256)
+    event_type: str = Field(min_length=1, max_length=256)
+    create_time: str = ""
+    token: str = ""
+    app_id: str = ""
+    tenant_key: str = ""
+
+
+class _BodyV2(_Lenient):
+    schema_: Literal["2.0"] = Field(alias="schema")
+    header: _HeaderV2
+    event: dict[str, Any]
+
+
+class _EventV1(_Lenient):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str = Field(min_length=1, max_length=256)
+    app_id: str = ""
+    tenant_key: str = ""
+
+
+class _BodyV1(_Lenient):
+    uuid: str = Field(min_length=1, max_length=256)
+    ts: str = ""
+    token: str = ""
+    type: Literal["event_callback"]
+    event: _EventV1
+
+
+class MalformedEvent(ValueError):
+    """The body is JSON but not a Feishu envelope we can read."""
+
+
+def parse_body(payload: dict[str, Any]) -> tuple[UrlVerification | EventEnvelope, str]:
+    """Parse a decrypted body into a challenge or an event, returning it with the token it carried."""
+    try:
+        if payload.get("type") == "url_verification":
+            challenge = UrlVerification.model_validate(payload)
+            return challenge, challenge.token
+        if payload.get("schema") == "2.0":
+            v2 = _BodyV2.model_validate(payload)
+            envelope = EventEnvelope(
+                schema_version="2.0",
+                event_id=v2.header.event_id,
+                event_type=v2.header.event_type,
+                create_time=v2.header.create_time,
+                app_id=v2.header.app_id,
+                tenant_key=v2.header.tenant_key,
+                event=v2.event,
+            )
+            return envelope, v2.header.token
+        v1 = _BodyV1.model_validate(payload)
+    except ValidationError as error:
+        raise MalformedEvent(_first_problem(error)) from None
+    envelope = EventEnvelope(
+        schema_version="1.0",
+        event_id=v1.uuid,
+        event_type=v1.event.type,
+        create_time=v1.ts,
+        app_id=v1.event.app_id,
+        tenant_key=v1.event.tenant_key,
+        event=dict(payload["event"]),
+    )
+    return envelope, v1.token
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+# --- event bodies -----------------------------------------------------------------------------------
+
+
+class UserId(_Lenient):
+    open_id: str = ""
+    union_id: str | None = None
+    user_id: str | None = None
+
+
+class EventSender(_Lenient):
+    sender_id: UserId = UserId()
+    sender_type: str = ""
+    tenant_key: str = ""
+
+
+class Mention(_Lenient):
+    key: str
+    id: UserId = UserId()
+    name: str = ""
+    tenant_key: str = ""
+
+
+class EventMessage(_Lenient):
+    message_id: str = Field(min_length=1, max_length=256)
+    root_id: str | None = None
+    parent_id: str | None = None
+    create_time: str = ""
+    update_time: str = ""
+    chat_id: str = Field(min_length=1, max_length=256)
+    thread_id: str | None = None
+    chat_type: str = ""
+    message_type: str = ""
+    # A JSON document inside a string, as Feishu sends it; handlers decode it by message_type.
+    content: str = ""
+    mentions: list[Mention] = []
+
+
+class MessageReceiveEvent(_Lenient):
+    """`im.message.receive_v1`: someone sent a message the bot may read."""
+
+    sender: EventSender
+    message: EventMessage
+
+
+def parse_message_receive(envelope: EventEnvelope) -> MessageReceiveEvent:
+    try:
+        return MessageReceiveEvent.model_validate(envelope.event)
+    except ValidationError as error:
+        raise MalformedEvent(_first_problem(error)) from None
+
+
+def dedupe_key(envelope: EventEnvelope) -> str:
+    """The key under which a delivery counts as already seen.
+
+    Feishu may push one message twice under different event_ids, so messages are keyed by message_id
+    (reference §1.7); every other event by its event_id (1.0: uuid).
+    """
+    if envelope.event_type == MESSAGE_RECEIVE:
+        return "message:" + parse_message_receive(envelope).message.message_id
+    return "event:" + envelope.event_id
+
+
+def ordering_key(envelope: EventEnvelope) -> str:
+    """Events sharing this key are handled one at a time, in arrival order: one chat's conversation."""
+    if envelope.event_type == MESSAGE_RECEIVE:
+        return "chat:" + parse_message_receive(envelope).message.chat_id
+    context = envelope.event.get("context")
+    if envelope.event_type == CARD_ACTION_TRIGGER and isinstance(context, dict):
+        chat_id = context.get("open_chat_id")
+        if isinstance(chat_id, str) and chat_id:
+            return "chat:" + chat_id
+    return "event:" + envelope.event_id

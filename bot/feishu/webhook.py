@@ -1,0 +1,116 @@
+"""Opening a webhook request: signature, replay window, decryption, token, envelope (reference §1).
+
+A pure function of (headers, raw body, clock), so the rules are tested without a server and the web
+layer stays a thin adapter. Every refusal carries the HTTP status that tells Feishu the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.feishu.crypto import DecryptError, PayloadCipher, constant_time_equal, event_signature
+from bot.feishu.events import EventEnvelope, MalformedEvent, UrlVerification, parse_body
+
+TIMESTAMP_HEADER = "x-lark-request-timestamp"
+NONCE_HEADER = "x-lark-request-nonce"
+SIGNATURE_HEADER = "x-lark-signature"
+
+
+class Rejected(Exception):
+    """A request we refuse; `status` is the HTTP answer, `reason` is safe to log and to send back."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WebhookSecrets:
+    verification_token: str = field(repr=False)
+    encrypt_key: str = field(repr=False)
+    replay_window_seconds: int
+    # Derived once from encrypt_key: the webhook is the hot path.
+    cipher: PayloadCipher | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cipher = PayloadCipher(self.encrypt_key) if self.encrypt_key else None
+        object.__setattr__(self, "cipher", cipher)
+
+
+def load_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        # RecursionError: a hostile body of deeply nested brackets.
+        raise Rejected(400, "body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise Rejected(400, "body is not a JSON object")
+    return value
+
+
+def open_event_request(
+    headers: Mapping[str, str], body: bytes, secrets: WebhookSecrets, now: float
+) -> UrlVerification | EventEnvelope:
+    """Check and parse one POST to the event URL. Raises Rejected with the status to answer."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    cipher = secrets.cipher
+    signed = SIGNATURE_HEADER in lowered
+    if cipher is not None and signed:
+        _verify_signature(lowered, body, secrets, now)
+
+    payload = load_json_object(body)
+    if "encrypt" in payload:
+        if cipher is None:
+            raise Rejected(400, "encrypted body but FEISHU_ENCRYPT_KEY is not set")
+        payload = _decrypt(cipher, payload["encrypt"], signed)
+
+    try:
+        parsed, token = parse_body(payload)
+    except MalformedEvent as error:
+        if cipher is not None and not signed:
+            raise Rejected(401, "missing signature") from None
+        raise Rejected(400, f"malformed event: {error}") from None
+
+    if cipher is not None and not signed and not isinstance(parsed, UrlVerification):
+        # Only the URL challenge comes unsigned (both official SDKs skip its signature check).
+        raise Rejected(401, "missing signature")
+    if not constant_time_equal(token, secrets.verification_token):
+        raise Rejected(403, "verification token does not match")
+    return parsed
+
+
+def _verify_signature(headers: Mapping[str, str], body: bytes, secrets: WebhookSecrets, now: float) -> None:
+    timestamp = headers.get(TIMESTAMP_HEADER, "")
+    nonce = headers.get(NONCE_HEADER, "")
+    given = headers.get(SIGNATURE_HEADER, "")
+    expected = event_signature(timestamp, nonce, secrets.encrypt_key, body)
+    if not constant_time_equal(given.lower(), expected):
+        raise Rejected(401, "signature does not match")
+    # Checked after the signature so a forged timestamp cannot be used to probe our clock.
+    # The unit (Unix seconds) is UNCONFIRMED in Feishu's docs; both SDKs send seconds.
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise Rejected(401, "timestamp is not a number") from None
+    if abs(now - sent_at) > secrets.replay_window_seconds:
+        raise Rejected(401, "timestamp outside the replay window")
+
+
+def _decrypt(cipher: PayloadCipher, encrypted: object, signed: bool) -> dict[str, Any]:
+    # An unsigned body that fails to decrypt gets the same 401 as one that decrypts to a non-challenge:
+    # distinct answers would make this endpoint a padding oracle for captured ciphertexts.
+    failure = Rejected(400, "cannot decrypt body") if signed else Rejected(401, "missing signature")
+    if not isinstance(encrypted, str):
+        raise failure
+    try:
+        plaintext = cipher.decrypt(encrypted)
+    except DecryptError:
+        raise failure from None
+    try:
+        return load_json_object(plaintext)
+    except Rejected:
+        raise failure from None

@@ -1,0 +1,177 @@
+"""Settings from the environment and `.env`, named as in shared/interface.md.
+
+Every problem is reported at once, one line per variable, so an operator fixes a deployment in one pass
+instead of discovering the mistakes one restart at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FEISHU_DOMAIN = "https://open.feishu.cn"
+LARK_DOMAIN = "https://open.larksuite.com"
+_ACCOUNTS_BY_DOMAIN = {
+    FEISHU_DOMAIN: "https://accounts.feishu.cn",
+    LARK_DOMAIN: "https://accounts.larksuite.com",
+}
+MIN_SECRET_KEY_BYTES = 32
+
+
+def _http_url(value: str, name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s) URL such as https://example.com, got {value!r}")
+    return value.rstrip("/")
+
+
+class Settings(BaseSettings):
+    """The public settings. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+    )
+
+    feishu_app_id: str = Field(min_length=1)
+    feishu_app_secret: SecretStr
+    feishu_verification_token: SecretStr
+    feishu_encrypt_key: SecretStr = SecretStr("")
+    feishu_domain: str = FEISHU_DOMAIN
+    # Empty means "derive from FEISHU_DOMAIN"; see `accounts_url`.
+    feishu_accounts_url: str = ""
+
+    bot_public_url: str = "http://127.0.0.1:8080"
+    bot_host: str = "0.0.0.0"  # noqa: S104 - a server's listen address; operators narrow it
+    bot_port: int = Field(default=8080, ge=0, le=65535)
+    bot_store_url: str = "sqlite:///invite-bot.db"
+    bot_secret_key: SecretStr | None = None
+    bot_log_format: Literal["json", "console"] = "json"
+    bot_log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Inbox tuning. Feishu retries an unacknowledged push for about 7.1 h (15 s, 5 min, 1 h, 6 h), so a
+    # deduplication key must outlive that window or a late retry would be handled a second time.
+    bot_dedupe_ttl_hours: float = Field(default=8.0, ge=7.2)
+    bot_inbox_workers: int = Field(default=8, ge=1, le=256)
+    bot_inbox_max_attempts: int = Field(default=5, ge=1, le=50)
+    bot_shutdown_timeout: float = Field(default=20.0, gt=0)
+    # How far a signed request's timestamp may stray from our clock before it counts as a replay.
+    bot_replay_window_seconds: int = Field(default=300, ge=30)
+
+    @field_validator("feishu_app_id")
+    @classmethod
+    def _app_id_shape(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith("cli_"):
+            raise ValueError("must be the App ID from the developer console, starting with 'cli_'")
+        return value
+
+    @field_validator("feishu_app_secret", "feishu_verification_token")
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("feishu_domain")
+    @classmethod
+    def _domain_url(cls, value: str) -> str:
+        return _http_url(value, "FEISHU_DOMAIN")
+
+    @field_validator("feishu_accounts_url")
+    @classmethod
+    def _accounts_url(cls, value: str) -> str:
+        return _http_url(value, "FEISHU_ACCOUNTS_URL") if value else ""
+
+    @field_validator("bot_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        return _http_url(value, "BOT_PUBLIC_URL")
+
+    @field_validator("bot_store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if not value.startswith("sqlite:///") or value == "sqlite:///":
+            raise ValueError(
+                "must be sqlite:///relative/path.db or sqlite:////absolute/path.db"
+                " (the embedded store is the only backend so far)"
+            )
+        return value
+
+    @field_validator("bot_secret_key")
+    @classmethod
+    def _secret_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value().encode()) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes of secret")
+        return value
+
+    @field_validator("bot_log_format", "bot_log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Settings:
+        if not self.feishu_accounts_url:
+            derived = _ACCOUNTS_BY_DOMAIN.get(self.feishu_domain, self.feishu_domain)
+            object.__setattr__(self, "feishu_accounts_url", derived)
+        return self
+
+    @property
+    def encrypt_key(self) -> str:
+        return self.feishu_encrypt_key.get_secret_value()
+
+    @property
+    def verification_token(self) -> str:
+        return self.feishu_verification_token.get_secret_value()
+
+    @property
+    def store_path(self) -> str:
+        """The file path of the embedded store, by SQLAlchemy's `sqlite:///` convention."""
+        return self.bot_store_url.removeprefix("sqlite:///")
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        return f"{self.bot_public_url}/oauth/callback"
+
+
+class SettingsError(Exception):
+    """Settings that cannot run the bot; `problems` holds one readable line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _describe(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]).upper() if item["loc"] else "settings"
+        if item["type"] == "missing":
+            lines.append(f"{name}: missing; set it in the environment or in .env")
+        else:
+            # Never echo the offending value: it may be a secret pasted into the wrong variable.
+            message = str(item["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+    return lines
+
+
+def load_settings(*, require_secret_key: bool = False, env_file: str | None = ".env") -> Settings:
+    """Read and check the settings; raise SettingsError with every problem found."""
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+    if require_secret_key and settings.bot_secret_key is None:
+        raise SettingsError(
+            [f"BOT_SECRET_KEY: missing; set at least {MIN_SECRET_KEY_BYTES} bytes of random secret"]
+        )
+    return settings
