@@ -167,7 +167,7 @@ def _describe(error: ValidationError) -> list[str]:
 def load_settings(*, require_secret_key: bool = False, env_file: str | None = ".env") -> Settings:
     """Read and check the settings; raise SettingsError with every problem found."""
     try:
-        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+        settings = Settings(_env_file=env_file)
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
     if require_secret_key and settings.bot_secret_key is None:

@@ -1,0 +1,31 @@
+"""Feishu's error codes the client acts on, and the one exception every failed call becomes."""
+
+from __future__ import annotations
+
+# The tenant_access_token is no longer accepted: fetch a new one and try once more (reference §5, §6.6).
+TENANT_TOKEN_INVALID = frozenset({99991663, 99991664, 99991671})
+# Feishu's gateway says "too many requests" in the body as well as with HTTP 429.
+RATE_LIMITED = frozenset({99991400})
+# The user_access_token is invalid or expired: refresh once and retry once (reference §6.3, §6.6).
+USER_TOKEN_EXPIRED = frozenset({99991668, 99991677})
+# Our own codes for failures that never reached a Feishu answer.
+UNAVAILABLE = -1
+UNREADABLE_RESPONSE = -2
+
+
+class FeishuApiError(Exception):
+    """A call that did not succeed. `log_id` is what Feishu support needs to trace it."""
+
+    def __init__(
+        self, code: int, msg: str, *, log_id: str = "", http_status: int = 0, endpoint: str = ""
+    ) -> None:
+        super().__init__(f"{endpoint or 'Feishu'} failed: code={code} msg={msg!r} log_id={log_id or '-'}")
+        self.code = code
+        self.msg = msg
+        self.log_id = log_id
+        self.http_status = http_status
+        self.endpoint = endpoint
+
+    @property
+    def transient(self) -> bool:
+        return self.code in (UNAVAILABLE,) or self.code in RATE_LIMITED or self.http_status >= 500

@@ -1,0 +1,71 @@
+"""One client-side rate limiter for every Open API call.
+
+Sliding-window logs: a call may go when fewer than `count` calls went in the last `period` seconds, for
+every limit that applies to it. This stays under Feishu's published limits by construction instead of
+learning them from 99991400 answers, and unlike a token bucket it never allows a burst larger than the
+window's count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from bot.clock import Clock
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    period: float
+
+
+_PRUNE_ABOVE = 4096
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._logs: dict[tuple[str, Limit], deque[float]] = {}
+
+    async def acquire(self, key: str, limits: Sequence[Limit]) -> float:
+        """Wait until a call under `key` fits every limit, record it, and return the seconds waited."""
+        waited = 0.0
+        while True:
+            now = self._clock()
+            wait = 0.0
+            for limit in limits:
+                log = self._log(key, limit, now)
+                if len(log) >= limit.count:
+                    wait = max(wait, log[0] + limit.period - now)
+            if wait <= 0:
+                # No await between the check and the record, so concurrent callers cannot both pass.
+                for limit in limits:
+                    self._log(key, limit, now).append(now)
+                return waited
+            await self._sleep(wait)
+            waited += wait
+
+    def _log(self, key: str, limit: Limit, now: float) -> deque[float]:
+        log = self._logs.get((key, limit))
+        if log is None:
+            if len(self._logs) > _PRUNE_ABOVE:
+                self._prune(now)
+            log = self._logs[(key, limit)] = deque()
+        while log and log[0] <= now - limit.period:
+            log.popleft()
+        return log
+
+    def _prune(self, now: float) -> None:
+        # Per-chat keys come and go; forget the ones whose windows are empty.
+        stale = [entry for entry, log in self._logs.items() if not log or log[-1] <= now - entry[1].period]
+        for entry in stale:
+            del self._logs[entry]

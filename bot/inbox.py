@@ -1,0 +1,182 @@
+"""The durable inbox: events are persisted before Feishu gets its 200, then handled by workers.
+
+Guarantees: an acknowledged event is handled (a crash or restart resumes it), a duplicate delivery is
+dropped, one chat's events are handled in order, concurrency is bounded, and a handler that keeps
+failing ends as a dead event with its reason instead of vanishing or retrying forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from pydantic import ValidationError
+
+from bot.clock import Clock, system_clock
+from bot.feishu.events import EventEnvelope, dedupe_key, ordering_key
+from bot.metrics import Metrics
+from bot.store import InboxItem, Store
+
+log = structlog.get_logger("bot.inbox")
+
+EventHandler = Callable[[EventEnvelope], Awaitable[None]]
+
+_HOUSEKEEPING_SECONDS = 60.0
+_MAX_ERROR_TEXT = 500
+
+
+class PermanentFailure(Exception):
+    """Raised by a handler when retrying cannot help (the event can never be handled)."""
+
+
+class Inbox:
+    def __init__(
+        self,
+        store: Store,
+        handler: EventHandler,
+        metrics: Metrics,
+        *,
+        workers: int,
+        max_attempts: int,
+        dedupe_ttl_seconds: float,
+        retry_base_seconds: float = 2.0,
+        retry_cap_seconds: float = 300.0,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._store = store
+        self._handler = handler
+        self._metrics = metrics
+        self._workers = workers
+        self._max_attempts = max_attempts
+        self._dedupe_ttl = dedupe_ttl_seconds
+        self._retry_base = retry_base_seconds
+        self._retry_cap = retry_cap_seconds
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+
+    async def accept(self, envelope: EventEnvelope) -> bool:
+        """Persist one delivery; True if it is new, False if it was a duplicate (already seen)."""
+        now = self._clock()
+        fresh = await self._store.accept_event(
+            dedupe_key=dedupe_key(envelope),
+            ordering_key=ordering_key(envelope),
+            payload=envelope.model_dump_json(),
+            now=now,
+            dedupe_until=now + self._dedupe_ttl,
+        )
+        if fresh:
+            self._idle.clear()
+            self._wake.set()
+        return fresh
+
+    async def start(self) -> None:
+        resumed = await self._store.release_claims()
+        if resumed:
+            log.info("inbox resumed unfinished events", count=resumed)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="inbox-dispatcher")
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop taking events; give running handlers `grace_seconds`, then cancel them.
+
+        A cancelled event stays claimed in the store and is resumed at the next start.
+        """
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
+        if self._running:
+            _, late = await asyncio.wait(set(self._running), timeout=grace_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning(
+                    "shutdown deadline passed; unfinished events resume at next start", count=len(late)
+                )
+                await asyncio.gather(*late, return_exceptions=True)
+
+    async def wait_idle(self, within: float) -> None:
+        """Wait until nothing is pending, due or running (for the demo and tests)."""
+        await asyncio.wait_for(self._idle.wait(), within)
+
+    async def _dispatch(self) -> None:
+        last_housekeeping = 0.0
+        while True:
+            self._wake.clear()
+            now = self._clock()
+            free = self._workers - len(self._running)
+            if free > 0:
+                for item in await self._store.claim_events(now=now, limit=free):
+                    task = asyncio.create_task(self._run(item), name=f"inbox-event-{item.id}")
+                    self._running.add(task)
+            if time.monotonic() - last_housekeeping > _HOUSEKEEPING_SECONDS:
+                last_housekeeping = time.monotonic()
+                await self._housekeeping(now)
+            due = await self._store.next_due_at(after=now)
+            if not self._running and due is None:
+                stats = await self._store.inbox_stats()
+                if stats.pending == 0:
+                    self._idle.set()
+            timeout = (
+                _HOUSEKEEPING_SECONDS if due is None else min(_HOUSEKEEPING_SECONDS, max(0.0, due - now))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _housekeeping(self, now: float) -> None:
+        await self._store.purge_expired(now=now)
+        stats = await self._store.inbox_stats()
+        self._metrics.inbox_pending.set(stats.pending + stats.running)
+        age = 0.0 if stats.oldest_received_at is None else max(0.0, now - stats.oldest_received_at)
+        self._metrics.inbox_oldest_age.set(age)
+
+    async def _run(self, item: InboxItem) -> None:
+        try:
+            await self._handle(item)
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.discard(task)
+            self._wake.set()
+
+    async def _handle(self, item: InboxItem) -> None:
+        try:
+            envelope = EventEnvelope.model_validate_json(item.payload)
+        except ValidationError:
+            await self._store.bury_event(item.id, error="stored payload unreadable", now=self._clock())
+            log.error("event dead", inbox_id=item.id, reason="stored payload unreadable")
+            return
+        event_type = envelope.event_type
+        with structlog.contextvars.bound_contextvars(event_id=envelope.event_id, event_type=event_type):
+            try:
+                await self._handler(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._metrics.events_failed.labels(event_type).inc()
+                await self._after_failure(item, event_type, error)
+            else:
+                await self._store.complete_event(item.id)
+                self._metrics.events_handled.labels(event_type).inc()
+
+    async def _after_failure(self, item: InboxItem, event_type: str, error: Exception) -> None:
+        reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
+        if isinstance(error, PermanentFailure) or item.attempts >= self._max_attempts:
+            await self._store.bury_event(item.id, error=reason, now=self._clock())
+            self._metrics.events_dead.labels(event_type).inc()
+            log.error("event dead", attempts=item.attempts, reason=reason)
+            return
+        # Exponential backoff with jitter, so a failing dependency is not hammered in lockstep.
+        delay = min(self._retry_cap, self._retry_base * 2 ** (item.attempts - 1))
+        delay *= random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        await self._store.retry_event(item.id, error=reason, next_attempt_at=self._clock() + delay)
+        log.warning(
+            "event failed; will retry", attempts=item.attempts, retry_in=round(delay, 2), reason=reason
+        )

@@ -1,0 +1,107 @@
+"""The store interface: deduplication keys, the inbox, and versioned key-value state.
+
+Everything is expressed in plain strings, bytes and numbers so a networked backend (PostgreSQL, Redis)
+can be added beside SQLite without touching the inbox or the handlers. Time is always passed in by the
+caller, so the store holds no clock of its own and tests can move time freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    id: int
+    dedupe_key: str
+    ordering_key: str
+    payload: str
+    attempts: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class InboxStats:
+    pending: int
+    running: int
+    dead: int
+    oldest_received_at: float | None
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    value: bytes
+    version: int
+    expires_at: float | None
+
+
+class Store(Protocol):
+    # --- inbox -------------------------------------------------------------------------------------
+    async def accept_event(
+        self, *, dedupe_key: str, ordering_key: str, payload: str, now: float, dedupe_until: float
+    ) -> bool:
+        """Durably enqueue an event unless its dedupe key is live; False means a duplicate."""
+        ...
+
+    async def claim_events(self, *, now: float, limit: int) -> list[InboxItem]:
+        """Take up to `limit` due events, at most one per ordering key and only the oldest of each."""
+        ...
+
+    async def complete_event(self, item_id: int) -> None: ...
+
+    async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None: ...
+
+    async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
+        """Park an event as dead: kept for inspection, no longer retried, no longer blocking its chat."""
+        ...
+
+    async def release_claims(self) -> int:
+        """Return every claimed-but-unfinished event to pending (start-up after a crash)."""
+        ...
+
+    async def next_due_at(self, *, after: float) -> float | None:
+        """The earliest retry time later than `after`, or None.
+
+        Events already due but not claimed are waiting behind a running event of their chat; its end
+        wakes the dispatcher, so only future retry times need a timer.
+        """
+        ...
+
+    async def inbox_stats(self) -> InboxStats: ...
+
+    async def dead_events(self) -> list[tuple[InboxItem, str]]:
+        """Dead events with the reason each was parked, oldest first."""
+        ...
+
+    async def purge_expired(self, *, now: float) -> int:
+        """Forget expired dedupe keys and key-value entries."""
+        ...
+
+    # --- key-value state (tokens, OAuth state, pending commands) -----------------------------------
+    async def get(self, namespace: str, key: str, *, now: float) -> StoredValue | None: ...
+
+    async def put(self, namespace: str, key: str, value: bytes, *, expires_at: float | None) -> int:
+        """Write unconditionally; return the new version."""
+        ...
+
+    async def compare_and_set(
+        self,
+        namespace: str,
+        key: str,
+        value: bytes,
+        *,
+        expected_version: int | None,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        """Write only if the entry is still at `expected_version` (None: only if absent or expired)."""
+        ...
+
+    async def take(self, namespace: str, key: str, *, now: float) -> StoredValue | None:
+        """Read and delete in one step: of two concurrent takers exactly one gets the value."""
+        ...
+
+    async def delete(self, namespace: str, key: str) -> bool: ...
+
+    async def close(self) -> None: ...
