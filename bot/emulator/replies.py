@@ -37,6 +37,10 @@ TOKEN_MISSING = FeishuError(
 TENANT_TOKEN_INVALID = FeishuError(
     99991663, "Invalid access token for authorization. Please make a request with token attached.", 400
 )
+# A token that looks like a user token (u-..., or a v2 JWT eyJ...) is judged as one (captured).
+USER_TOKEN_INVALID = FeishuError(
+    99991668, "Invalid access token for authorization. Please make a request with token attached.", 400
+)
 RATE_LIMITED = FeishuError(99991400, "request trigger frequency limit", 429)
 # Generic request validation (missing or malformed fields); Feishu adds error.field_violations.
 FIELD_VALIDATION_FAILED = FeishuError(99992402, "field validation failed", 400)

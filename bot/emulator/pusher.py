@@ -1,0 +1,360 @@
+"""Events as Feishu builds them, sealed as Feishu seals them, pushed to the bot's webhook.
+
+Shapes: reference §1.6 and §2 (schema 2.0 `im.message.receive_v1`), §1.2 (url_verification); sealing:
+§1.3 (AES envelope) and §1.4 (signature headers). The lark-oapi fidelity tests check both against the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from bot.emulator.config import EmulatorConfig
+from bot.emulator.messages import MessageStore, new_message_id
+from bot.feishu.crypto import PayloadCipher, event_signature
+from bot.feishu.events import MESSAGE_RECEIVE
+
+# "@Alice" or "@alice@example.com" in `say` text; names are single words in the directory.
+_AT_WORD = re.compile(r"@([\w.\-]+(?:@[\w.\-]+)?)")
+_PLACEHOLDER = re.compile(r"(@_user_\d+)")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What the bot answered to one push."""
+
+    status: int
+    body: dict[str, Any] | str
+    elapsed_ms: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "body": self.body, "elapsed_ms": self.elapsed_ms}
+
+
+@dataclass(frozen=True)
+class _Person:
+    open_id: str
+    name: str
+    union_id: str | None
+    user_id: str | None
+
+
+class Pusher:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        clock: Callable[[], float],
+        store: MessageStore,
+        webhook_url: Callable[[], str | None],
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = store
+        self._webhook_url = webhook_url
+        self._cipher = PayloadCipher(config.encrypt_key) if config.encrypt_key else None
+        self._session: aiohttp.ClientSession | None = None
+
+    # --- building --------------------------------------------------------------------------------------
+
+    def build_message_event(
+        self,
+        sender_open_id: str,
+        chat_id: str,
+        text: str,
+        *,
+        chat_type: Literal["group", "p2p"] = "group",
+        mentions: Sequence[str] = (),
+        message_type: Literal["text", "post"] = "text",
+        message_id: str | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A schema 2.0 `im.message.receive_v1`. `text` carries `@_user_N` placeholders; the N-th entry
+        of `mentions` (an open_id or a directory name, the bot included) is `@_user_N`."""
+        people = [self._person(who) for who in mentions]
+        now_ms = str(int(self._clock() * 1000))
+        message: dict[str, Any] = {
+            "message_id": message_id or new_message_id(),
+            "create_time": now_ms,
+            "update_time": now_ms,
+            "chat_id": chat_id,
+            "chat_type": chat_type,
+            "message_type": message_type,
+            "content": json.dumps(
+                _content(text, message_type, people), ensure_ascii=False, separators=(",", ":")
+            ),
+        }
+        if people:
+            message["mentions"] = [
+                {
+                    "key": f"@_user_{index}",
+                    "id": _ids(person),
+                    "name": person.name,
+                    "tenant_key": self._config.tenant_key,
+                }
+                for index, person in enumerate(people, start=1)
+            ]
+        sender = self._person(sender_open_id)
+        return {
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id or secrets.token_hex(16),
+                "event_type": MESSAGE_RECEIVE,
+                "create_time": now_ms,
+                "token": self._config.verification_token,
+                "app_id": self._config.app_id,
+                "tenant_key": self._config.tenant_key,
+            },
+            "event": {
+                "sender": {
+                    "sender_id": _ids(sender),
+                    "sender_type": "user",
+                    "tenant_key": self._config.tenant_key,
+                },
+                "message": message,
+            },
+        }
+
+    def build_message_event_v1(
+        self,
+        sender_open_id: str,
+        chat_id: str,
+        text: str,
+        *,
+        chat_type: Literal["group", "p2p"] = "group",
+        mention_bot: bool = True,
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The legacy schema 1.0 `message` event (reference §1.6): flat, token at the top level."""
+        now = self._clock()
+        mention = f"@{self._config.bot_name} " if mention_bot and chat_type == "group" else ""
+        return {
+            "uuid": secrets.token_hex(16),
+            "ts": f"{now:.7f}",
+            "token": self._config.verification_token,
+            "type": "event_callback",
+            "event": {
+                "type": "message",
+                "app_id": self._config.app_id,
+                "tenant_key": self._config.tenant_key,
+                "root_id": "",
+                "parent_id": "",
+                "open_chat_id": chat_id,
+                "chat_type": "private" if chat_type == "p2p" else "group",
+                "msg_type": "text",
+                "open_id": sender_open_id,
+                "open_message_id": message_id or new_message_id(),
+                "is_mention": bool(mention),
+                "text": mention + text,
+                "text_without_at_bot": text,
+            },
+        }
+
+    def build_url_verification(self, challenge: str | None = None) -> dict[str, Any]:
+        return {
+            "challenge": challenge or secrets.token_urlsafe(16),
+            "token": self._config.verification_token,
+            "type": "url_verification",
+        }
+
+    # --- sealing ---------------------------------------------------------------------------------------
+
+    def seal(
+        self,
+        payload: dict[str, Any],
+        *,
+        encrypt: bool = True,
+        sign: bool = True,
+        timestamp: str | None = None,
+        nonce: str | None = None,
+        signature: str | None = None,
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and raw body of one push. With no Encrypt Key configured, Feishu sends plain JSON and
+        (UNCONFIRMED, reference §1.4) no signature; the keyword arguments tamper for tests."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._cipher is not None and encrypt:
+            body = json.dumps({"encrypt": self._cipher.encrypt(body)}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "feishu-emulator"}
+        if (self._cipher is not None and sign) or signature is not None:
+            stamp = timestamp if timestamp is not None else str(int(self._clock()))
+            once = nonce if nonce is not None else secrets.token_hex(8)
+            headers["X-Lark-Request-Timestamp"] = stamp
+            headers["X-Lark-Request-Nonce"] = once
+            headers["X-Lark-Signature"] = (
+                signature
+                if signature is not None
+                else event_signature(stamp, once, self._config.encrypt_key, body)
+            )
+        return headers, body
+
+    # --- pushing ---------------------------------------------------------------------------------------
+
+    async def push(
+        self,
+        payload: dict[str, Any],
+        *,
+        encrypt: bool = True,
+        sign: bool = True,
+        timestamp: str | None = None,
+        nonce: str | None = None,
+        signature: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - handed to aiohttp's ClientTimeout
+    ) -> PushResult:
+        url = self._webhook_url()
+        if not url:
+            raise RuntimeError("webhook_url is not set: point the emulator at the bot's POST /feishu/events")
+        self._register(payload)
+        headers, body = self.seal(
+            payload, encrypt=encrypt, sign=sign, timestamp=timestamp, nonce=nonce, signature=signature
+        )
+        session = self._ensure_session()
+        started = time.perf_counter()
+        async with session.post(
+            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            text = await response.text()
+            status = response.status
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        parsed: dict[str, Any] | str = text
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            parsed = decoded
+        return PushResult(status=status, body=parsed, elapsed_ms=elapsed_ms)
+
+    async def say(
+        self,
+        sender_open_id: str,
+        chat_id: str,
+        text: str,
+        *,
+        mention_bot: bool = True,
+        message_type: Literal["text", "post"] = "text",
+        message_id: str | None = None,
+        **seal_options: Any,
+    ) -> PushResult:
+        """A user types `text` in a chat. `@Name` / `@email` words naming someone in the directory (or
+        the bot) become mentions; in a group the bot is mentioned first unless `mention_bot=False`."""
+        payload = self.build_say_event(
+            sender_open_id,
+            chat_id,
+            text,
+            mention_bot=mention_bot,
+            message_type=message_type,
+            message_id=message_id,
+        )
+        return await self.push(payload, **seal_options)
+
+    def build_say_event(
+        self,
+        sender_open_id: str,
+        chat_id: str,
+        text: str,
+        *,
+        mention_bot: bool = True,
+        message_type: Literal["text", "post"] = "text",
+        message_id: str | None = None,
+    ) -> dict[str, Any]:
+        chat = self._config.chat(chat_id)
+        chat_type: Literal["group", "p2p"] = chat.chat_type if chat else "group"
+        mentions: list[str] = []
+
+        def to_placeholder(match: re.Match[str]) -> str:
+            who = self._lookup(match.group(1))
+            if who is None:
+                return match.group(0)
+            mentions.append(who.open_id)
+            return f"@_user_{len(mentions)}"
+
+        body = _AT_WORD.sub(to_placeholder, text)
+        if mention_bot and chat_type == "group" and self._config.bot_open_id not in mentions:
+            # Typing "@Bot" first is how a group message reaches a bot; keep placeholder numbers in order.
+            mentions.insert(0, self._config.bot_open_id)
+            body = _PLACEHOLDER.sub(lambda m: f"@_user_{int(m.group(1)[7:]) + 1}", body)
+            body = f"@_user_1 {body}"
+        return self.build_message_event(
+            sender_open_id,
+            chat_id,
+            body,
+            chat_type=chat_type,
+            mentions=mentions,
+            message_type=message_type,
+            message_id=message_id,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        # One session for every push: created lazily inside the running loop, closed on app cleanup.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _register(self, payload: dict[str, Any]) -> None:
+        """Pushed messages exist in the tenant from now on, so the bot may reply to them."""
+        event = payload.get("event")
+        if not isinstance(event, dict):
+            return
+        message = event.get("message")
+        if isinstance(message, dict):
+            message_id, chat_id = message.get("message_id"), message.get("chat_id")
+            root_id = message.get("root_id")
+        else:  # schema 1.0
+            message_id, chat_id, root_id = event.get("open_message_id"), event.get("open_chat_id"), None
+        if isinstance(message_id, str) and isinstance(chat_id, str) and message_id and chat_id:
+            self._store.register(
+                message_id, chat_id, root_id if isinstance(root_id, str) and root_id else None
+            )
+
+    def _lookup(self, who: str) -> _Person | None:
+        config = self._config
+        if who in (config.bot_open_id, config.bot_name) or who.lower() == config.bot_name.lower():
+            # UNCONFIRMED whether Feishu fills union_id/user_id for a bot mention (reference §2): we don't.
+            return _Person(config.bot_open_id, config.bot_name, None, None)
+        for user in config.users:
+            if who in (user.open_id, user.email) or who.lower() in (user.name.lower(), user.en_name.lower()):
+                return _Person(user.open_id, user.name, user.union_id or None, user.user_id or None)
+        return None
+
+    def _person(self, who: str) -> _Person:
+        found = self._lookup(who)
+        if found is not None:
+            return found
+        # Someone outside the directory (another tenant, a test's ad-hoc ID): only the open_id is known.
+        return _Person(who, who, None, None)
+
+
+def _ids(person: _Person) -> dict[str, str]:
+    # IDs the app may not see (user_id needs an extra scope) are left out, as Feishu leaves them out.
+    ids = {"union_id": person.union_id, "user_id": person.user_id, "open_id": person.open_id}
+    return {key: value for key, value in ids.items() if value}
+
+
+def _content(text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:
+    if message_type == "text":
+        return {"text": text}
+    # Rich text as received (reference §2): no language wrapper, one paragraph, at-nodes for mentions.
+    nodes: list[dict[str, Any]] = []
+    for part in _PLACEHOLDER.split(text):
+        if not part:
+            continue
+        if _PLACEHOLDER.fullmatch(part):
+            index = int(part[len("@_user_") :]) - 1
+            name = people[index].name if 0 <= index < len(people) else ""
+            nodes.append({"tag": "at", "user_id": part, "user_name": name, "style": []})
+        else:
+            nodes.append({"tag": "text", "text": part, "style": []})
+    return {"title": "", "content": [nodes]}
