@@ -60,6 +60,7 @@ class Inbox:
         self._running: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self._stopping = False
 
     async def accept(self, envelope: EventEnvelope) -> bool:
         """Persist one delivery; True if it is new, False if it was a duplicate (already seen)."""
@@ -77,6 +78,7 @@ class Inbox:
         return fresh
 
     async def start(self) -> None:
+        self._stopping = False
         resumed = await self._store.release_claims()
         if resumed:
             log.info("inbox resumed unfinished events", count=resumed)
@@ -88,9 +90,10 @@ class Inbox:
         A cancelled event stays claimed in the store and is resumed at the next start.
         """
         if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+            # A flag, not a cancellation: the dispatcher ends between claims, never half-way through one.
+            self._stopping = True
+            self._wake.set()
+            await self._dispatcher
             self._dispatcher = None
         if self._running:
             _, late = await asyncio.wait(set(self._running), timeout=grace_seconds)
@@ -104,11 +107,12 @@ class Inbox:
 
     async def wait_idle(self, within: float) -> None:
         """Wait until nothing is pending, due or running (for the demo and tests)."""
-        await asyncio.wait_for(self._idle.wait(), within)
+        async with asyncio.timeout(within):
+            await self._idle.wait()
 
     async def _dispatch(self) -> None:
         last_housekeeping = 0.0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             now = self._clock()
             free = self._workers - len(self._running)
@@ -128,7 +132,8 @@ class Inbox:
                 _HOUSEKEEPING_SECONDS if due is None else min(_HOUSEKEEPING_SECONDS, max(0.0, due - now))
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _housekeeping(self, now: float) -> None:
         await self._store.purge_expired(now=now)

@@ -9,10 +9,12 @@ file would be safe for the key-value state (SQLite locks) but would compete for 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -62,6 +64,26 @@ ORDER BY i.id LIMIT ?
 """
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _atomic(
+    method: Callable[Concatenate[SqliteStore, P], Awaitable[T]],
+) -> Callable[Concatenate[SqliteStore, P], Awaitable[T]]:
+    """Let a write finish even if its caller is cancelled (say, by a shutdown deadline).
+
+    A cancellation landing between BEGIN and COMMIT would otherwise leave the shared connection inside
+    an open transaction, and every later write would fail.
+    """
+
+    @functools.wraps(method)
+    async def shielded(self: SqliteStore, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(method(self, *args, **kwargs))
+
+    return shielded
+
+
 class SqliteStore:
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
@@ -95,6 +117,7 @@ class SqliteStore:
 
     # --- inbox ---------------------------------------------------------------------------------------
 
+    @_atomic
     async def accept_event(
         self, *, dedupe_key: str, ordering_key: str, payload: str, now: float, dedupe_until: float
     ) -> bool:
@@ -114,6 +137,7 @@ class SqliteStore:
             )
             return True
 
+    @_atomic
     async def claim_events(self, *, now: float, limit: int) -> list[InboxItem]:
         async with self._transaction() as db:
             rows = list(await db.execute_fetchall(_CLAIMABLE, (now, limit)))
@@ -135,11 +159,13 @@ class SqliteStore:
             for row in rows
         ]
 
+    @_atomic
     async def complete_event(self, item_id: int) -> None:
         # The dedupe key outlives the row, so a late redelivery is still recognised.
         async with self._transaction() as db:
             await db.execute("DELETE FROM inbox WHERE id = ?", (item_id,))
 
+    @_atomic
     async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None:
         async with self._transaction() as db:
             await db.execute(
@@ -147,6 +173,7 @@ class SqliteStore:
                 (next_attempt_at, error, item_id),
             )
 
+    @_atomic
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         async with self._transaction() as db:
             await db.execute(
@@ -154,6 +181,7 @@ class SqliteStore:
                 (now, error, item_id),
             )
 
+    @_atomic
     async def release_claims(self) -> int:
         async with self._transaction() as db:
             cursor = await db.execute("UPDATE inbox SET state = 'pending' WHERE state = 'running'")
@@ -189,6 +217,7 @@ class SqliteStore:
         )
         return [(InboxItem(*row[:6]), str(row[6])) for row in rows]
 
+    @_atomic
     async def purge_expired(self, *, now: float) -> int:
         async with self._transaction() as db:
             dedupe = await db.execute("DELETE FROM dedupe WHERE expires_at <= ?", (now,))
@@ -210,6 +239,7 @@ class SqliteStore:
         value, version, expires_at = rows[0]
         return StoredValue(value=bytes(value), version=int(version), expires_at=expires_at)
 
+    @_atomic
     async def put(self, namespace: str, key: str, value: bytes, *, expires_at: float | None) -> int:
         async with self._transaction() as db:
             rows = list(
@@ -222,6 +252,7 @@ class SqliteStore:
             )
             return int(rows[0][0])
 
+    @_atomic
     async def compare_and_set(
         self,
         namespace: str,
@@ -251,6 +282,7 @@ class SqliteStore:
             )
             return True
 
+    @_atomic
     async def take(self, namespace: str, key: str, *, now: float) -> StoredValue | None:
         async with self._transaction() as db:
             rows = list(
@@ -266,10 +298,12 @@ class SqliteStore:
             return None
         return StoredValue(value=bytes(value), version=int(version), expires_at=expires_at)
 
+    @_atomic
     async def delete(self, namespace: str, key: str) -> bool:
         async with self._transaction() as db:
             cursor = await db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
             return cursor.rowcount > 0
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._write_lock:  # after any write still finishing
+            await self._db.close()

@@ -1,0 +1,100 @@
+"""Wiring: settings → store, client, inbox, handlers, web app; and their start and stop in order."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from bot.clock import Clock, system_clock
+from bot.feishu.client import FeishuClient
+from bot.feishu.events import EventEnvelope
+from bot.feishu.models import BotInfo
+from bot.feishu.webhook import WebhookSecrets
+from bot.inbox import Inbox
+from bot.metrics import Metrics
+from bot.store import Store, open_store
+from bot.web import EventIntake, add_routes, no_tracebacks
+from config import Settings
+from handlers.context import Services
+from handlers.router import Router
+
+log = structlog.get_logger("bot.app")
+
+
+@dataclass
+class Runtime:
+    """Everything a running bot holds, reachable from the app for the CLI, the demo and tests."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    client: FeishuClient
+    bot: BotInfo
+    inbox: Inbox
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = system_clock,
+    start_workers: bool = True,
+    retry_base_seconds: float = 2.0,
+) -> web.Application:
+    """The bot as an aiohttp app. `start_workers=False` accepts events without handling them."""
+    app = web.Application(middlewares=[no_tracebacks], client_max_size=2 * 1024 * 1024)
+    metrics = Metrics()
+
+    async def accept(envelope: EventEnvelope) -> bool:
+        # The inbox exists once start-up has run, which aiohttp finishes before it serves a request.
+        return await app[RUNTIME].inbox.accept(envelope)
+
+    secrets = WebhookSecrets(
+        verification_token=settings.verification_token,
+        encrypt_key=settings.encrypt_key,
+        replay_window_seconds=settings.bot_replay_window_seconds,
+    )
+    add_routes(app, EventIntake(secrets, accept, metrics, clock), metrics)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = await open_store(settings.bot_store_url)
+        session = FeishuClient.open_session()
+        try:
+            client = FeishuClient(
+                session,
+                domain=settings.feishu_domain,
+                app_id=settings.feishu_app_id,
+                app_secret=settings.feishu_app_secret,
+                metrics=metrics,
+                clock=clock,
+            )
+            bot = await client.bot_info()
+            log.info("bot identity known", bot_open_id=bot.open_id, app_name=bot.app_name)
+            router = Router(Services(client=client, bot=bot, store=store, clock=clock))
+            inbox = Inbox(
+                store,
+                router,
+                metrics,
+                workers=settings.bot_inbox_workers,
+                max_attempts=settings.bot_inbox_max_attempts,
+                dedupe_ttl_seconds=settings.bot_dedupe_ttl_hours * 3600,
+                retry_base_seconds=retry_base_seconds,
+                clock=clock,
+            )
+            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox)
+            if start_workers:
+                await inbox.start()
+            yield
+            # The server has stopped taking requests by now; let running handlers finish.
+            await inbox.stop(settings.bot_shutdown_timeout)
+        finally:
+            await session.close()
+            await store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

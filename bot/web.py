@@ -1,0 +1,96 @@
+"""HTTP routes: the webhook, health and metrics. Thin: the rules live in bot.feishu.webhook."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from bot.clock import Clock
+from bot.feishu.events import EventEnvelope, UrlVerification
+from bot.feishu.webhook import Rejected, WebhookSecrets, open_event_request
+from bot.metrics import Metrics
+
+log = structlog.get_logger("bot.web")
+
+MAX_BODY_BYTES = 1024 * 1024
+_CHUNK = 64 * 1024
+
+Accept = Callable[[EventEnvelope], Awaitable[bool]]
+
+
+async def read_capped_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refusing with 413 past `limit` without buffering more than that."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, f"body larger than {limit} bytes")
+    body = bytearray()
+    while chunk := await request.content.read(_CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise Rejected(413, f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+class EventIntake:
+    """`POST /feishu/events`: open the request, persist the event, acknowledge."""
+
+    def __init__(self, secrets: WebhookSecrets, accept: Accept, metrics: Metrics, clock: Clock) -> None:
+        self._secrets = secrets
+        self._accept = accept
+        self._metrics = metrics
+        self._clock = clock
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await read_capped_body(request)
+            opened = open_event_request(request.headers, body, self._secrets, self._clock())
+        except Rejected as rejected:
+            self._metrics.events_rejected.labels(str(rejected.status)).inc()
+            log.info("webhook request refused", status=rejected.status, reason=rejected.reason)
+            return web.json_response({"msg": rejected.reason}, status=rejected.status)
+        if isinstance(opened, UrlVerification):
+            log.info("url verification answered")
+            return web.json_response({"challenge": opened.challenge})
+        with structlog.contextvars.bound_contextvars(event_id=opened.event_id, event_type=opened.event_type):
+            try:
+                fresh = await self._accept(opened)
+            except Exception as error:
+                # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
+                log.error("event could not be stored", error=type(error).__name__)
+                return web.json_response({"msg": "temporarily unavailable"}, status=503)
+            if fresh:
+                self._metrics.events_received.labels(opened.event_type).inc()
+            else:
+                self._metrics.events_deduplicated.labels(opened.event_type).inc()
+                log.info("duplicate delivery dropped")
+        self._metrics.ack_latency.observe(time.perf_counter() - started)
+        return web.json_response({"msg": "success"})
+
+
+@web.middleware
+async def no_tracebacks(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Whatever goes wrong, the caller gets a short JSON answer and the log gets the reason."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("request failed", path=request.path)
+        return web.json_response({"msg": "internal error"}, status=500)
+
+
+def add_routes(app: web.Application, intake: EventIntake, metrics: Metrics) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    app.router.add_post("/feishu/events", intake.handle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)

@@ -1,0 +1,1 @@
+"""Commands: their grammar, what they do, and what the bot says back."""

@@ -1,0 +1,64 @@
+"""What a handler is given: the parsed message and the services it may use (never HTTP or crypto)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from bot.clock import Clock
+from bot.feishu.client import FeishuClient
+from bot.feishu.events import Mention
+from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_content
+from bot.store import Store
+from handlers.cards import Card
+
+
+@dataclass(frozen=True)
+class Services:
+    client: FeishuClient
+    bot: BotInfo
+    store: Store
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    message_id: str
+    chat_id: str
+    chat_type: str
+    thread_id: str | None
+    sender_open_id: str
+    tenant_key: str
+    # The message as text, the bot's own mention removed; other mentions stay as `@_user_N` keys.
+    text: str
+    mentions: tuple[Mention, ...]
+    mentioned_bot: bool
+
+
+def reply_uuid(message_id: str, purpose: str) -> str:
+    """The same answer to the same message always carries the same uuid, so Feishu shows it once.
+
+    A handler that is retried after a crash or a lost response sends the same uuid again, and Feishu
+    drops the second copy (it deduplicates uuids for an hour; the field allows 50 characters).
+    """
+    return hashlib.sha256(f"{message_id}:{purpose}".encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    services: Services
+    message: IncomingMessage
+    # The command word as typed ("/help"), and the rest of the text after it.
+    word: str
+    args: str
+
+    async def reply_card(self, card: Card, *, purpose: str = "reply") -> Message:
+        request = MessageReplyRequest(
+            content=card_content(card),
+            msg_type="interactive",
+            reply_in_thread=self.message.thread_id is not None,
+            uuid=reply_uuid(self.message.message_id, purpose),
+        )
+        return await self.services.client.reply_message(
+            self.message.message_id, request, chat_id=self.message.chat_id
+        )

@@ -1,0 +1,73 @@
+"""From an event out of the inbox to the handler that answers it."""
+
+from __future__ import annotations
+
+import structlog
+
+from bot.feishu.events import MESSAGE_RECEIVE, EventEnvelope, MalformedEvent, parse_message_receive
+from handlers.commands import CommandTable
+from handlers.context import CommandContext, IncomingMessage, Services
+from handlers.help import help_command, not_a_command_card, unknown_command_card
+from handlers.messages import read_message
+
+log = structlog.get_logger("handlers")
+
+
+def default_commands() -> CommandTable:
+    table = CommandTable()
+    table.add(help_command(table))
+    return table
+
+
+class Router:
+    def __init__(self, services: Services, commands: CommandTable | None = None) -> None:
+        self._services = services
+        self._commands = commands or default_commands()
+
+    async def __call__(self, envelope: EventEnvelope) -> None:
+        if envelope.event_type == MESSAGE_RECEIVE:
+            await self._on_message(envelope)
+        else:
+            log.info("event type not handled; ignored")
+
+    async def _on_message(self, envelope: EventEnvelope) -> None:
+        try:
+            event = parse_message_receive(envelope)
+        except MalformedEvent as error:
+            # Intake already parsed it to find its dedupe key, so this means a stored payload went bad.
+            log.error("message event unreadable; dropped", problem=str(error))
+            return
+        bot_open_id = self._services.bot.open_id
+        if event.sender.sender_type not in ("", "user") or event.sender.sender_id.open_id == bot_open_id:
+            return  # never answer a bot, least of all ourselves
+        message = read_message(event, bot_open_id)
+        with structlog.contextvars.bound_contextvars(
+            message_id=event.message.message_id, chat_id=event.message.chat_id
+        ):
+            if message is None:
+                log.info(
+                    "message not readable as a command; ignored", message_type=event.message.message_type
+                )
+                return
+            await self._dispatch(message)
+
+    async def _dispatch(self, message: IncomingMessage) -> None:
+        addressed = message.chat_type == "p2p" or message.mentioned_bot
+        word, _, args = message.text.partition(" ")
+        if not word.startswith("/"):
+            if addressed:
+                # Spoken to without a command: answer with what the bot can do rather than silence.
+                await self._context(message, word, args).reply_card(not_a_command_card(self._commands))
+            return
+        command = self._commands.find(word)
+        context = self._context(message, word, args.strip())
+        if command is None:
+            if addressed or self._commands.suggest(word) is not None:
+                log.info("unknown command", word=word[:40])
+                await context.reply_card(unknown_command_card(self._commands, word))
+            return
+        log.info("command", command=command.name)
+        await command.handler(context)
+
+    def _context(self, message: IncomingMessage, word: str, args: str) -> CommandContext:
+        return CommandContext(services=self._services, message=message, word=word, args=args)
