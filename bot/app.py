@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from bot.clock import Clock, system_clock
-from bot.feishu.client import FeishuClient
+from bot.feishu.client import FeishuClient, Retry
 from bot.feishu.events import EventEnvelope
 from bot.feishu.models import BotInfo
 from bot.feishu.webhook import WebhookSecrets
@@ -45,6 +45,7 @@ def create_app(
     clock: Clock = system_clock,
     start_workers: bool = True,
     retry_base_seconds: float = 2.0,
+    api_retry: Retry = Retry(),
 ) -> web.Application:
     """The bot as an aiohttp app. `start_workers=False` accepts events without handling them."""
     app = web.Application(middlewares=[no_tracebacks], client_max_size=2 * 1024 * 1024)
@@ -71,6 +72,7 @@ def create_app(
                 app_id=settings.feishu_app_id,
                 app_secret=settings.feishu_app_secret,
                 metrics=metrics,
+                retry=api_retry,
                 clock=clock,
             )
             bot = await client.bot_info()

@@ -3,3 +3,21 @@
 # Imported before any test runs: CPython 3.11 can fail to compile (assertion-rewrite) a module that is
 # first imported after a test provoked a RecursionError, and hypothesis' plugin imports lazily.
 import hypothesis  # noqa: F401
+
+from collections.abc import AsyncIterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.harness import Harness, open_harness  # noqa: E402
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[Harness]:
+    """Emulator and a running bot, both on 127.0.0.1."""
+    harness = await open_harness(tmp_path)
+    try:
+        await harness.start_bot()
+        yield harness
+    finally:
+        await harness.close()

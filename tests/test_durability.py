@@ -1,0 +1,162 @@
+"""Never lose, never repeat: restart, crash and failure, over loopback against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from bot.emulator import Fault
+from bot.emulator.server import start_emulator
+from tests.harness import ALICE, BOB, TEAM, bot_settings, open_harness
+
+
+async def test_restart_resumes_an_acknowledged_but_unhandled_event(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path)
+    try:
+        await world.start_bot(start_workers=False)  # acknowledges and stores, handles nothing
+        assert (await world.emulator.say(ALICE, TEAM, "/help")).status == 200
+        assert (await world.runtime.store.inbox_stats()).pending == 1
+        assert world.emulator.messages == []
+        await world.stop_bot()
+
+        await world.start_bot()
+        [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+        assert reply.msg_type == "interactive"
+        await world.runtime.inbox.wait_idle(5)
+        assert len(world.emulator.messages) == 1
+    finally:
+        await world.close()
+
+
+async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path)
+    try:
+        await world.start_bot()
+        # Each of the 3 inbox attempts is refused once (230099 is not transient: no API-level retry).
+        world.emulator.add_fault(Fault(route="reply", status=400, code=230099, msg="card broken", times=3))
+        assert (await world.emulator.say(ALICE, TEAM, "/help")).status == 200
+        await world.emulator.say(BOB, TEAM, "/help")
+        [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
+        await world.runtime.inbox.wait_idle(10)
+        dead = await world.runtime.store.dead_events()
+        assert len(dead) == 1
+        item, reason = dead[0]
+        assert "code=230099" in reason
+        assert "log_id=" in reason and "log_id=-" not in reason
+        assert ALICE in item.payload
+        assert reply.reply_to != item.dedupe_key  # Bob's message was answered after Alice's died
+        assert len(world.emulator.messages) == 1
+    finally:
+        await world.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from bot.cli import main; main()", "serve",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{env['BOT_PORT']}/healthz"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return process
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError("invite-bot serve did not come up")
+
+
+async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Path) -> None:
+    """SIGKILL while the reply is in flight: the event is resumed, and the reply's uuid stops a twin."""
+    emulator, runner, url = await start_emulator()
+    try:
+        settings = bot_settings(emulator.config, url, tmp_path / "bot.db")
+        port = free_port()
+        env = {
+            **os.environ,
+            "FEISHU_APP_ID": settings.feishu_app_id,
+            "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
+            "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
+            "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
+            "FEISHU_DOMAIN": url,
+            "BOT_HOST": "127.0.0.1",
+            "BOT_PORT": str(port),
+            "BOT_STORE_URL": settings.bot_store_url,
+            "BOT_SECRET_KEY": "k" * 40,
+        }
+        emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
+        # The emulator records the reply, then holds the answer: the bot dies before it learns the outcome.
+        emulator.add_fault(Fault(route="reply", status=None, delay_seconds=30))
+        first = await start_serve(env)
+        assert (await emulator.say(ALICE, TEAM, "/help")).status == 200
+        for _ in range(200):
+            if any(r.path.endswith("/reply") for r in emulator.requests):
+                break
+            await asyncio.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        emulator.clear_faults()
+
+        second = await start_serve(env)
+        try:
+            await emulator.say(BOB, TEAM, "/help")
+            await emulator.wait_for_messages(2, chat_id=TEAM, timeout=10)
+            replies = [r for r in emulator.requests if r.path.endswith("/reply")]
+            assert len(replies) >= 2  # the resumed attempt did call again...
+            assert len(emulator.messages) == 2  # ...but Feishu shows one reply per message
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 15) == 0
+        finally:
+            if second.returncode is None:
+                second.kill()
+                await second.wait()
+    finally:
+        await emulator.close()
+        await runner.cleanup()
+
+
+async def test_sigterm_lets_running_work_finish(tmp_path: Path) -> None:
+    emulator, runner, url = await start_emulator()
+    try:
+        settings = bot_settings(emulator.config, url, tmp_path / "bot.db")
+        port = free_port()
+        env = {
+            **os.environ,
+            "FEISHU_APP_ID": settings.feishu_app_id,
+            "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
+            "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
+            "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
+            "FEISHU_DOMAIN": url,
+            "BOT_HOST": "127.0.0.1",
+            "BOT_PORT": str(port),
+            "BOT_STORE_URL": settings.bot_store_url,
+            "BOT_SECRET_KEY": "k" * 40,
+        }
+        emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
+        emulator.add_fault(Fault(route="reply", status=None, delay_seconds=1.0))
+        process = await start_serve(env)
+        assert (await emulator.say(ALICE, TEAM, "/help")).status == 200
+        for _ in range(200):
+            if any(r.path.endswith("/reply") for r in emulator.requests):
+                break
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert len(emulator.messages) == 1  # the slow reply finished before the process left
+    finally:
+        await emulator.close()
+        await runner.cleanup()
