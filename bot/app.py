@@ -45,7 +45,7 @@ def create_app(
     clock: Clock = system_clock,
     start_workers: bool = True,
     retry_base_seconds: float = 2.0,
-    api_retry: Retry = Retry(),
+    api_retry: Retry | None = None,
 ) -> web.Application:
     """The bot as an aiohttp app. `start_workers=False` accepts events without handling them."""
     app = web.Application(middlewares=[no_tracebacks], client_max_size=2 * 1024 * 1024)
@@ -72,7 +72,7 @@ def create_app(
                 app_id=settings.feishu_app_id,
                 app_secret=settings.feishu_app_secret,
                 metrics=metrics,
-                retry=api_retry,
+                retry=api_retry or Retry(),
                 clock=clock,
             )
             bot = await client.bot_info()

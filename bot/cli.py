@@ -66,7 +66,7 @@ async def emulator(host: str, port: int, webhook_url: str | None) -> int:
     config = EmulatorConfig() if webhook_url is None else EmulatorConfig(webhook_url=webhook_url)
     task = asyncio.create_task(serve_emulator(host, port, config))
     stop = asyncio.create_task(_wait_for_stop_signal())
-    done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
     stop.cancel()
     await asyncio.gather(task, stop, return_exceptions=True)

@@ -2,14 +2,13 @@
 
 # Imported before any test runs: CPython 3.11 can fail to compile (assertion-rewrite) a module that is
 # first imported after a test provoked a RecursionError, and hypothesis' plugin imports lazily.
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import hypothesis  # noqa: F401
+import pytest
 
-from collections.abc import AsyncIterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.harness import Harness, open_harness  # noqa: E402
+from tests.harness import Harness, open_harness
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def bot_settings(config: EmulatorConfig, emulator_url: str, store: Path, **overr
         "bot_shutdown_timeout": 5.0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @dataclass

@@ -48,7 +48,8 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         assert len(dead) == 1
         item, reason = dead[0]
         assert "code=230099" in reason
-        assert "log_id=" in reason and "log_id=-" not in reason
+        assert "log_id=" in reason
+        assert "log_id=-" not in reason
         assert ALICE in item.payload
         assert reply.reply_to != item.dedupe_key  # Bob's message was answered after Alice's died
         assert len(world.emulator.messages) == 1
@@ -64,8 +65,13 @@ def free_port() -> int:
 
 async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from bot.cli import main; main()", "serve",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        "from bot.cli import main; main()",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{env['BOT_PORT']}/healthz"
     async with aiohttp.ClientSession() as session:

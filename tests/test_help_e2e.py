@@ -18,8 +18,8 @@ async def test_help_in_group_gets_a_help_card_reply(world: Harness) -> None:
     assert reply.uuid  # deterministic, so a retried reply is shown once
     card = reply.content
     assert card["schema"] == "2.0"
-    assert card["config"]["update_multi"] is True  # type: ignore[index]
-    title = card["header"]["title"]  # type: ignore[index]
+    assert card["config"]["update_multi"] is True
+    title = card["header"]["title"]
     assert title["i18n_content"] == {"zh_cn": "邀请助手 · 使用说明", "en_us": "Invite bot · how to use"}
     assert "/help" in card_text(card)
 
@@ -28,7 +28,7 @@ async def test_unknown_command_suggests_the_closest(world: Harness) -> None:
     await world.emulator.say(ALICE, TEAM, "/hepl")
     [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
     assert "Did you mean `/help`?" in card_text(reply.content)
-    assert reply.content["header"]["template"] == "orange"  # type: ignore[index]
+    assert reply.content["header"]["template"] == "orange"
 
 
 async def test_direct_chat_without_command_gets_usage(world: Harness) -> None:

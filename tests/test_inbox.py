@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.feishu.events import EventEnvelope
-from bot.inbox import Inbox, PermanentFailure
+from bot.inbox import EventHandler, Inbox, PermanentFailure
 from bot.metrics import Metrics
 from bot.store import Store, open_store
 
@@ -32,13 +32,13 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         await opened.close()
 
 
-def make_inbox(store: Store, handler: object, workers: int = 4, max_attempts: int = 3) -> Inbox:
+def make_inbox(store: Store, handler: EventHandler, workers: int = 4, max_attempts: int = 3) -> Inbox:
     return Inbox(
         store,
         handler,
         Metrics(),
         workers=workers,
-        max_attempts=max_attempts,  # type: ignore[arg-type]
+        max_attempts=max_attempts,
         dedupe_ttl_seconds=8 * 3600,
         retry_base_seconds=0.01,
     )

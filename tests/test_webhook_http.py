@@ -13,9 +13,10 @@ from tests.harness import ALICE, BOB, TEAM, Harness
 
 
 async def raw_post(world: Harness, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{world.bot_url}/feishu/events", data=body, headers=headers or {}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{world.bot_url}/feishu/events", data=body, headers=headers or {}) as response,
+    ):
         return response.status, await response.text()
 
 
@@ -76,7 +77,9 @@ async def test_challenge_encrypted_and_plain(world: Harness) -> None:
     challenge = world.emulator.build_url_verification("chal-enc")
     encrypted = await world.emulator.push(challenge, sign=False)
     assert (encrypted.status, encrypted.body) == (200, {"challenge": "chal-enc"})
-    plain = await world.emulator.push(world.emulator.build_url_verification("chal-plain"), encrypt=False, sign=False)
+    plain = await world.emulator.push(
+        world.emulator.build_url_verification("chal-plain"), encrypt=False, sign=False
+    )
     assert (plain.status, plain.body) == (200, {"challenge": "chal-plain"})
     wrong = world.emulator.build_url_verification("chal-bad")
     wrong["token"] = "nope"
@@ -96,7 +99,9 @@ async def test_same_message_under_a_new_event_id_later_gives_no_second_reply(wor
     event = world.emulator.build_say_event(ALICE, TEAM, "/help")
     assert (await world.emulator.push(event)).status == 200
     await world.emulator.wait_for_messages(1, chat_id=TEAM)
-    again = world.emulator.build_say_event(ALICE, TEAM, "/help", message_id=event["event"]["message"]["message_id"])
+    again = world.emulator.build_say_event(
+        ALICE, TEAM, "/help", message_id=event["event"]["message"]["message_id"]
+    )
     assert again["header"]["event_id"] != event["header"]["event_id"]
     assert (await world.emulator.push(again)).status == 200
     assert (await world.emulator.push(event)).status == 200  # Feishu's own retry, same event_id

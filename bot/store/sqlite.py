@@ -9,12 +9,11 @@ file would be safe for the key-value state (SQLite locks) but would compete for 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -69,16 +68,15 @@ T = TypeVar("T")
 
 
 def _atomic(
-    method: Callable[Concatenate[SqliteStore, P], Awaitable[T]],
-) -> Callable[Concatenate[SqliteStore, P], Awaitable[T]]:
+    method: Callable[Concatenate[SqliteStore, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SqliteStore, P], Coroutine[Any, Any, T]]:
     """Let a write finish even if its caller is cancelled (say, by a shutdown deadline).
 
     A cancellation landing between BEGIN and COMMIT would otherwise leave the shared connection inside
     an open transaction, and every later write would fail.
     """
 
-    @functools.wraps(method)
-    async def shielded(self: SqliteStore, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def shielded(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.shield(method(self, *args, **kwargs))
 
     return shielded

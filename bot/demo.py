@@ -1,0 +1,147 @@
+"""`invite-bot demo`: the emulator, the bot and a scripted conversation, all on loopback.
+
+Needs no Feishu app, no credentials and no network. Prints the conversation as a transcript and exits 0
+only when every step happened as scripted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.app import RUNTIME, create_app
+from bot.emulator import Emulator, EmulatorConfig
+from bot.emulator.render import render_message
+from bot.emulator.server import start_emulator
+from bot.logs import configure_logging
+from config import Settings
+
+
+@dataclass
+class Step:
+    title: str
+    ok: bool
+    detail: str = ""
+
+
+def _say(who: str, chat: str, text: str) -> None:
+    print(f"\n{who} in {chat}:  {text}")
+
+
+def _show_new_replies(emulator: Emulator, seen: int) -> int:
+    for message in emulator.messages[seen:]:
+        print("InviteBot replies:")
+        print(render_message(message.msg_type, message.content))
+    return len(emulator.messages)
+
+
+async def run_demo(lang: str = "en_us") -> int:
+    configure_logging("console", "warning")
+    started = time.perf_counter()
+    steps: list[Step] = []
+    with tempfile.TemporaryDirectory(prefix="invite-bot-demo-") as workdir:
+        emulator, emulator_runner, emulator_url = await start_emulator(EmulatorConfig())
+        config = emulator.config
+        settings = Settings(
+            _env_file=None,
+            feishu_app_id=config.app_id,
+            feishu_app_secret=config.app_secret,
+            feishu_verification_token=config.verification_token,
+            feishu_encrypt_key=config.encrypt_key,
+            feishu_domain=emulator_url,
+            bot_host="127.0.0.1",
+            bot_port=0,
+            bot_store_url=f"sqlite:///{Path(workdir) / 'demo.db'}",
+            bot_secret_key=secrets.token_urlsafe(32),
+            bot_log_format="console",
+            bot_log_level="warning",
+        )
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            bot_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            emulator.webhook_url = f"{bot_url}/feishu/events"
+            print(f"Feishu emulator on {emulator_url}; bot on {bot_url} (store in a temporary folder)")
+            steps = await _conversation(emulator, app)
+        finally:
+            await runner.cleanup()
+            await emulator.close()
+            await emulator_runner.cleanup()
+    elapsed = time.perf_counter() - started
+    print("\nScript:")
+    for step in steps:
+        print(f"  {'ok  ' if step.ok else 'FAIL'} {step.title}" + (f": {step.detail}" if step.detail else ""))
+    passed = bool(steps) and all(step.ok for step in steps)
+    print(
+        f"\ndemo {'passed' if passed else 'FAILED'} in {elapsed:.2f} s",
+        file=sys.stdout if passed else sys.stderr,
+    )
+    return 0 if passed else 1
+
+
+async def _conversation(emulator: Emulator, app: web.Application) -> list[Step]:
+    users = {user.name: user for user in emulator.config.users}
+    alice = next(iter(users.values()))
+    group = next(chat for chat in emulator.config.chats if chat.chat_type == "group" and chat.bot_is_member)
+    steps: list[Step] = []
+    seen = 0
+
+    where = group.name or group.chat_id
+    _say(alice.name, where, "@InviteBot /help")
+    first = emulator.build_say_event(alice.open_id, group.chat_id, "/help")
+    pushed = await emulator.push(first)
+    steps.append(
+        Step(
+            "Feishu delivered the message and got 200 at once",
+            pushed.status == 200,
+            f"HTTP {pushed.status} in {pushed.elapsed_ms:.1f} ms",
+        )
+    )
+    try:
+        [reply] = await emulator.wait_for_messages(1, chat_id=group.chat_id, timeout=10)
+    except TimeoutError:
+        steps.append(Step("the bot answered /help with a card", False, "no reply within 10 s"))
+        return steps
+    seen = _show_new_replies(emulator, seen)
+    steps.append(
+        Step(
+            "the bot answered /help with a card",
+            reply.msg_type == "interactive" and "/help" in str(reply.content),
+        )
+    )
+
+    print("\n(Feishu delivers that message twice more: a retry, and a second push under a new event_id)")
+    message_id = first["event"]["message"]["message_id"]
+    retry = await emulator.push(first)
+    repush = await emulator.push(
+        emulator.build_say_event(alice.open_id, group.chat_id, "/help", message_id=message_id)
+    )
+    _say(alice.name, where, "@InviteBot /hepl")
+    typo = await emulator.say(alice.open_id, group.chat_id, "/hepl")
+    try:
+        await emulator.wait_for_messages(2, chat_id=group.chat_id, timeout=10)
+    except TimeoutError:
+        steps.append(Step("a typo gets 'did you mean'", False, "no reply within 10 s"))
+        return steps
+    await app[RUNTIME].inbox.wait_idle(5)
+    _show_new_replies(emulator, seen)
+    statuses = (retry.status, repush.status, typo.status)
+    steps.append(
+        Step(
+            "the repeated deliveries were acknowledged and not answered again",
+            statuses == (200, 200, 200) and len(emulator.messages) == 2,
+            f"{len(emulator.messages)} replies to 2 distinct messages",
+        )
+    )
+    typo_answered = "Did you mean `/help`?" in str(emulator.messages[-1].content)
+    steps.append(Step("a typo gets 'did you mean'", typo_answered))
+    return steps

@@ -1,0 +1,109 @@
+"""Settings: every problem reported at once, one readable line per variable, secrets never echoed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import SettingsError, load_settings
+
+REQUIRED = {
+    "FEISHU_APP_ID": "cli_a1b2c3",
+    "FEISHU_APP_SECRET": "app-secret-value",
+    "FEISHU_VERIFICATION_TOKEN": "verification-token-value",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(("FEISHU_", "BOT_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_missing_required_settings_are_each_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert error.value.problems == [
+        "FEISHU_APP_ID: missing; set it in the environment or in .env",
+        "FEISHU_APP_SECRET: missing; set it in the environment or in .env",
+        "FEISHU_VERIFICATION_TOKEN: missing; set it in the environment or in .env",
+    ]
+
+
+def test_bad_values_each_get_one_line_without_echoing_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FEISHU_DOMAIN", "ftp://open.feishu.cn")
+    monkeypatch.setenv("BOT_PORT", "eighty")
+    monkeypatch.setenv("BOT_SECRET_KEY", "too-short-secret")
+    monkeypatch.setenv("BOT_STORE_URL", "postgres://db/bot")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    problems = error.value.problems
+    assert [line.split(":")[0] for line in problems] == [
+        "FEISHU_DOMAIN",
+        "BOT_PORT",
+        "BOT_STORE_URL",
+        "BOT_SECRET_KEY",
+    ]
+    assert "too-short-secret" not in "\n".join(problems)
+
+
+def test_secret_key_is_required_only_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.bot_secret_key is None
+    with pytest.raises(SettingsError) as error:
+        load_settings(require_secret_key=True)
+    assert error.value.problems[0].startswith("BOT_SECRET_KEY: missing")
+
+
+@pytest.mark.parametrize(
+    ("domain", "accounts"),
+    [
+        ("https://open.feishu.cn", "https://accounts.feishu.cn"),
+        ("https://open.larksuite.com", "https://accounts.larksuite.com"),
+        ("http://127.0.0.1:9900/", "http://127.0.0.1:9900"),
+    ],
+)
+def test_accounts_url_is_derived_from_domain(
+    monkeypatch: pytest.MonkeyPatch, domain: str, accounts: str
+) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FEISHU_DOMAIN", domain)
+    assert load_settings().feishu_accounts_url == accounts
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("".join(f"{name}={value}\n" for name, value in REQUIRED.items()))
+    settings = load_settings()
+    assert settings.feishu_app_id == "cli_a1b2c3"
+    assert "app-secret-value" not in repr(settings)
+
+
+def test_serve_with_bad_settings_exits_with_lines_not_a_traceback(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("FEISHU_", "BOT_"))}
+    env["FEISHU_APP_ID"] = "not-an-app-id"
+    done = subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "invite-bot: the settings cannot run the bot:"
+    assert lines[1].strip().startswith("FEISHU_APP_ID: must be the App ID")
+    assert any(line.strip().startswith("FEISHU_APP_SECRET: missing") for line in lines)
