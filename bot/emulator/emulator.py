@@ -84,6 +84,10 @@ class Emulator:
     def pending_faults(self) -> list[tuple[Fault, int]]:
         return self._faults.pending()
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        return list(self._tokens.history)
+
     def revoke_tenant_tokens(self) -> None:
         """Every tenant_access_token issued so far is refused from now on (99991663)."""
         self._tokens.revoke_all()

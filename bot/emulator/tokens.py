@@ -19,6 +19,8 @@ class TenantTokens:
         self._expires_at: dict[str, float] = {}
         self._current: str | None = None
         self.issued_count = 0
+        # Every token ever handed out, so tests can prove none of them leaked into a log or a file.
+        self.history: list[str] = []
 
     def issue(self) -> tuple[str, int]:
         """The token to hand out now and its remaining lifetime in whole seconds."""
@@ -32,6 +34,7 @@ class TenantTokens:
         self._expires_at[token] = now + self._ttl
         self._current = token
         self.issued_count += 1
+        self.history.append(token)
         return token, self._ttl
 
     def is_valid(self, token: str) -> bool:
