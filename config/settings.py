@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     # deduplication key must outlive that window or a late retry would be handled a second time.
     bot_dedupe_ttl_hours: float = Field(default=8.0, ge=7.2)
     bot_inbox_workers: int = Field(default=8, ge=1, le=256)
-    bot_inbox_max_attempts: int = Field(default=5, ge=1, le=50)
+    # With 2 s doubling backoff, 8 attempts span about 4 min: enough to ride out a short Feishu outage.
+    bot_inbox_max_attempts: int = Field(default=8, ge=1, le=50)
     bot_shutdown_timeout: float = Field(default=20.0, gt=0)
     # How far a signed request's timestamp may stray from our clock before it counts as a replay.
     bot_replay_window_seconds: int = Field(default=300, ge=30)

@@ -106,7 +106,7 @@ async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Pa
         }
         emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
         # The emulator records the reply, then holds the answer: the bot dies before it learns the outcome.
-        emulator.add_fault(Fault(route="reply", status=None, delay_seconds=30))
+        emulator.add_fault(Fault(route="reply", status=None, delay_seconds=3))
         first = await start_serve(env)
         assert (await emulator.say(ALICE, TEAM, "/help")).status == 200
         for _ in range(200):

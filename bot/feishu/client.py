@@ -1,6 +1,6 @@
 """The Open API client: one aiohttp session, one token manager, one rate limiter, bounded retries.
 
-Retries cover what is transient (network errors, 5xx, HTTP 429 and code 99991400), with exponential
+Retries cover what is transient (network errors, 5xx, HTTP 429 and the rate-limit codes), with exponential
 backoff and jitter. POSTs are retried too: every message the bot sends carries a `uuid`, which Feishu
 deduplicates for an hour, so a retry after a lost answer never shows a message twice.
 """
@@ -21,7 +21,6 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot.clock import Clock, system_clock
 from bot.feishu.errors import (
-    RATE_LIMITED,
     TENANT_TOKEN_INVALID,
     UNAVAILABLE,
     UNREADABLE_RESPONSE,
@@ -217,8 +216,7 @@ class FeishuClient:
                 http_status=status,
                 endpoint=endpoint.name,
             )
-            transient = status == 0 or status >= 500 or status == 429 or code in RATE_LIMITED
-            if not transient or attempt == self._retry.attempts:
+            if not (last_error.transient or status == 429) or attempt == self._retry.attempts:
                 break
             delay = self._backoff(attempt, response_headers.get(RATE_LIMIT_RESET_HEADER))
             log.warning(

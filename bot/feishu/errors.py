@@ -4,8 +4,9 @@ from __future__ import annotations
 
 # The tenant_access_token is no longer accepted: fetch a new one and try once more (reference §5, §6.6).
 TENANT_TOKEN_INVALID = frozenset({99991663, 99991664, 99991671})
-# Feishu's gateway says "too many requests" in the body as well as with HTTP 429.
-RATE_LIMITED = frozenset({99991400})
+# "Too many requests": the gateway's 99991400 (with HTTP 429 or 400), the per-chat message limit 230020,
+# and 11232, the tenant's message-service limit (community-reported, UNCONFIRMED; reference §4.1).
+RATE_LIMITED = frozenset({99991400, 230020, 11232})
 # The user_access_token is invalid or expired: refresh once and retry once (reference §6.3, §6.6).
 USER_TOKEN_EXPIRED = frozenset({99991668, 99991677})
 # Our own codes for failures that never reached a Feishu answer.
@@ -28,4 +29,5 @@ class FeishuApiError(Exception):
 
     @property
     def transient(self) -> bool:
-        return self.code in (UNAVAILABLE,) or self.code in RATE_LIMITED or self.http_status >= 500
+        """Worth trying again later: no answer, a server error, or a rate limit."""
+        return self.code == UNAVAILABLE or self.code in RATE_LIMITED or self.http_status >= 500
