@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     bot_port: int = Field(default=8080, ge=0, le=65535)
     bot_store_url: str = "sqlite:///invite-bot.db"
     bot_secret_key: SecretStr | None = None
+    # Earlier values of BOT_SECRET_KEY, comma-separated: records sealed under them stay readable and are
+    # re-sealed under the current key when next written (key rotation, docs/operations.md).
+    bot_secret_key_previous: SecretStr | None = None
+    # What the bot asks each user for: inviting (vc:meeting), finding meetings (readonly) and a refresh
+    # token so the user authorizes once, not every two hours (offline_access).
+    bot_oauth_scopes: str = "vc:meeting vc:meeting:readonly offline_access"
     bot_log_format: Literal["json", "console"] = "json"
     bot_log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -113,6 +119,21 @@ class Settings(BaseSettings):
         if len(value.get_secret_value().encode()) < MIN_SECRET_KEY_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes of secret")
         return value
+
+    @field_validator("bot_oauth_scopes")
+    @classmethod
+    def _scopes(cls, value: str) -> str:
+        scopes = value.split()
+        if not scopes or len(set(scopes)) != len(scopes):
+            raise ValueError("must be space-separated scope names, each once")
+        return " ".join(scopes)
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The current BOT_SECRET_KEY first, then the previous ones still accepted for reading."""
+        current = self.bot_secret_key.get_secret_value() if self.bot_secret_key else ""
+        previous = self.bot_secret_key_previous.get_secret_value() if self.bot_secret_key_previous else ""
+        return tuple(key for key in (current, *previous.split(",")) if key)
 
     @field_validator("bot_log_format", "bot_log_level", mode="before")
     @classmethod

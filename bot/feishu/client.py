@@ -20,6 +20,20 @@ import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from bot.clock import Clock, system_clock
+from bot.feishu.endpoints import (
+    BOT_INFO,
+    EPHEMERAL_DELETE,
+    EPHEMERAL_SEND,
+    MESSAGE_CREATE,
+    MESSAGE_PATCH,
+    MESSAGE_REPLY,
+    OAUTH_TOKEN,
+    PER_CHAT_MESSAGES,
+    PER_MESSAGE_UPDATES,
+    TENANT_TOKEN,
+    USER_INFO,
+    Endpoint,
+)
 from bot.feishu.errors import (
     TENANT_TOKEN_INVALID,
     UNAVAILABLE,
@@ -30,13 +44,21 @@ from bot.feishu.models import (
     ApiResponse,
     BotInfo,
     BotInfoResponse,
+    EphemeralDeleteRequest,
+    EphemeralSendRequest,
+    EphemeralSendResponse,
     Message,
     MessageCreateRequest,
+    MessagePatchRequest,
     MessageReplyRequest,
     MessageResponse,
+    OAuthTokenRequest,
+    OAuthTokenResponse,
     ReceiveIdType,
     TenantAccessTokenRequest,
     TenantAccessTokenResponse,
+    UserInfo,
+    UserInfoResponse,
 )
 from bot.feishu.ratelimit import Limit, RateLimiter
 from bot.feishu.tokens import TenantTokenManager
@@ -48,30 +70,6 @@ R = TypeVar("R", bound=ApiResponse)
 
 LOG_ID_HEADER = "X-Tt-Logid"
 RATE_LIMIT_RESET_HEADER = "x-ogw-ratelimit-reset"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    method: str
-    path: str
-    # Feishu's published per-app limits for this call (reference §4, §7).
-    limits: tuple[Limit, ...] = ()
-
-
-TENANT_TOKEN = Endpoint("auth.tenant_access_token", "POST", "/open-apis/auth/v3/tenant_access_token/internal")
-BOT_INFO = Endpoint("bot.info", "GET", "/open-apis/bot/v3/info", (Limit(50, 1.0), Limit(1000, 60.0)))
-MESSAGE_REPLY = Endpoint(
-    "im.message.reply",
-    "POST",
-    "/open-apis/im/v1/messages/{message_id}/reply",
-    (Limit(50, 1.0), Limit(1000, 60.0)),
-)
-MESSAGE_CREATE = Endpoint(
-    "im.message.create", "POST", "/open-apis/im/v1/messages", (Limit(50, 1.0), Limit(1000, 60.0))
-)
-# Feishu allows 5 messages per second in one chat, shared by every bot in it (reference §4.1).
-PER_CHAT_MESSAGES = (Limit(5, 1.0),)
 
 
 @dataclass(frozen=True)
@@ -143,6 +141,46 @@ class FeishuClient:
         )
         return response.data
 
+    async def patch_message(self, message_id: str, body: MessagePatchRequest) -> None:
+        """Replace a shared card's content for everyone who sees it."""
+        await self.call(
+            MESSAGE_PATCH,
+            ApiResponse,
+            path_params={"message_id": message_id},
+            body=body,
+            extra_limits=[(f"message:{message_id}", PER_MESSAGE_UPDATES)],
+        )
+
+    async def send_ephemeral(self, body: EphemeralSendRequest) -> str:
+        response = await self.call(
+            EPHEMERAL_SEND,
+            EphemeralSendResponse,
+            body=body,
+            extra_limits=[(f"chat:{body.chat_id}", PER_CHAT_MESSAGES)],
+        )
+        return response.data.message_id
+
+    async def delete_ephemeral(self, message_id: str) -> None:
+        await self.call(EPHEMERAL_DELETE, ApiResponse, body=EphemeralDeleteRequest(message_id=message_id))
+
+    async def oauth_token(self, body: OAuthTokenRequest) -> OAuthTokenResponse:
+        """Exchange an authorization code or a refresh token (no bearer token: client credentials)."""
+        return await self.call(OAUTH_TOKEN, OAuthTokenResponse, body=body, auth=None, retry_transient=False)
+
+    async def user_info(self, user_access_token: str) -> UserInfo:
+        response = await self.call(
+            USER_INFO, UserInfoResponse, auth="user", user_access_token=user_access_token
+        )
+        return response.data
+
+    @property
+    def app_id(self) -> str:
+        return self._app_id
+
+    @property
+    def app_secret(self) -> str:
+        return self._app_secret.get_secret_value()
+
     async def _fetch_tenant_token(self) -> tuple[str, int]:
         body = TenantAccessTokenRequest(app_id=self._app_id, app_secret=self._app_secret.get_secret_value())
         response = await self.call(TENANT_TOKEN, TenantAccessTokenResponse, body=body, auth=None)
@@ -161,8 +199,13 @@ class FeishuClient:
         auth: str | None = "tenant",
         user_access_token: str | None = None,
         extra_limits: Sequence[tuple[str, Sequence[Limit]]] = (),
+        retry_transient: bool = True,
     ) -> R:
-        """Make one API call with retries. `auth`: "tenant", "user" (with user_access_token) or None."""
+        """Make one API call with retries. `auth`: "tenant", "user" (with user_access_token) or None.
+
+        `retry_transient=False` is for calls that must not be repeated blindly: a refresh whose answer
+        was lost may already have rotated the refresh token, so its caller decides what to do.
+        """
         url = self._domain + endpoint.path.format(**(path_params or {}))
         payload = None if body is None else body.model_dump_json(exclude_none=True).encode()
         token_refetched = False
@@ -215,8 +258,10 @@ class FeishuClient:
                 log_id=log_id,
                 http_status=status,
                 endpoint=endpoint.name,
+                missing_scopes=_missing_scopes_in(data),
             )
-            if not (last_error.transient or status == 429) or attempt == self._retry.attempts:
+            retryable = retry_transient and (last_error.transient or status == 429)
+            if not retryable or attempt == self._retry.attempts:
                 break
             delay = self._backoff(attempt, response_headers.get(RATE_LIMIT_RESET_HEADER))
             log.warning(
@@ -303,3 +348,13 @@ def _log_id_in(data: dict[str, Any] | None) -> str:
     error = None if data is None else data.get("error")
     log_id = error.get("log_id") if isinstance(error, dict) else None
     return log_id if isinstance(log_id, str) else ""
+
+
+def _missing_scopes_in(data: dict[str, Any] | None) -> tuple[str, ...]:
+    """The scopes named by a 99991679 answer's `error.permission_violations[].subject`."""
+    error = None if data is None else data.get("error")
+    violations = error.get("permission_violations") if isinstance(error, dict) else None
+    if not isinstance(violations, list):
+        return ()
+    subjects = (item.get("subject") for item in violations if isinstance(item, dict))
+    return tuple(subject for subject in subjects if isinstance(subject, str) and subject)

@@ -9,6 +9,12 @@ TENANT_TOKEN_INVALID = frozenset({99991663, 99991664, 99991671})
 RATE_LIMITED = frozenset({99991400, 230020, 11232})
 # The user_access_token is invalid or expired: refresh once and retry once (reference §6.3, §6.6).
 USER_TOKEN_EXPIRED = frozenset({99991668, 99991677})
+# The user has not granted a scope this call needs; `error.permission_violations` names it.
+SCOPE_NOT_GRANTED = 99991679
+# A refresh answered that the authorization is over: invalid, expired (365 d), revoked, already used.
+AUTHORIZATION_GONE = frozenset({20026, 20037, 20064, 20073})
+# The token endpoint's "try again": server error, temporarily unavailable.
+OAUTH_RETRYABLE = frozenset({20050, 20072})
 # Our own codes for failures that never reached a Feishu answer.
 UNAVAILABLE = -1
 UNREADABLE_RESPONSE = -2
@@ -18,7 +24,14 @@ class FeishuApiError(Exception):
     """A call that did not succeed. `log_id` is what Feishu support needs to trace it."""
 
     def __init__(
-        self, code: int, msg: str, *, log_id: str = "", http_status: int = 0, endpoint: str = ""
+        self,
+        code: int,
+        msg: str,
+        *,
+        log_id: str = "",
+        http_status: int = 0,
+        endpoint: str = "",
+        missing_scopes: tuple[str, ...] = (),
     ) -> None:
         super().__init__(f"{endpoint or 'Feishu'} failed: code={code} msg={msg!r} log_id={log_id or '-'}")
         self.code = code
@@ -26,6 +39,7 @@ class FeishuApiError(Exception):
         self.log_id = log_id
         self.http_status = http_status
         self.endpoint = endpoint
+        self.missing_scopes = missing_scopes
 
     @property
     def transient(self) -> bool:

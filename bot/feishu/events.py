@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MESSAGE_RECEIVE = "im.message.receive_v1"
 CARD_ACTION_TRIGGER = "card.action.trigger"
+# Our own events, fed into the inbox by the bot itself (never accepted from the webhook).
+INTERNAL_PREFIX = "invite_bot."
+AUTHORIZATION_GRANTED = "invite_bot.authorization_granted"
 
 
 class _Lenient(BaseModel):
@@ -177,6 +180,10 @@ def ordering_key(envelope: EventEnvelope) -> str:
     """Events sharing this key are handled one at a time, in arrival order: one chat's conversation."""
     if envelope.event_type == MESSAGE_RECEIVE:
         return "chat:" + parse_message_receive(envelope).message.chat_id
+    if envelope.event_type.startswith(INTERNAL_PREFIX):
+        declared = envelope.event.get("ordering_key")
+        if isinstance(declared, str) and declared:
+            return declared
     context = envelope.event.get("context")
     if envelope.event_type == CARD_ACTION_TRIGGER and isinstance(context, dict):
         chat_id = context.get("open_chat_id")

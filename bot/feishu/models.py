@@ -119,3 +119,73 @@ def card_content(card: dict[str, Any]) -> str:
 
 def text_content(text: str) -> str:
     return json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- authen (user OAuth, reference §6) ------------------------------------------------------------------
+
+
+class OAuthTokenRequest(_Request):
+    """Body of `POST /open-apis/authen/v2/oauth/token`, for both grants."""
+
+    grant_type: Literal["authorization_code", "refresh_token"]
+    client_id: str
+    client_secret: str
+    code: str | None = None
+    redirect_uri: str | None = None
+    code_verifier: str | None = None
+    refresh_token: str | None = None
+    scope: str | None = None
+
+
+class OAuthTokenResponse(ApiResponse):
+    # Top level, RFC 6749 style, not under `data`.
+    access_token: str = Field(min_length=1)
+    expires_in: int = Field(gt=0)
+    # Only when `offline_access` was granted.
+    refresh_token: str | None = None
+    refresh_token_expires_in: int | None = None
+    token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
+    scope: str = ""
+
+
+class UserInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    open_id: str = Field(min_length=1)
+    name: str = ""
+    en_name: str = ""
+    union_id: str = ""
+    tenant_key: str = ""
+    email: str | None = None
+
+
+class UserInfoResponse(ApiResponse):
+    data: UserInfo
+
+
+# --- ephemeral cards and card updates -------------------------------------------------------------------
+
+
+class EphemeralSendRequest(_Request):
+    """A card in a group that only `open_id` sees (仅特定人可见). The card is an object, not a string."""
+
+    chat_id: str
+    open_id: str
+    msg_type: Literal["interactive"] = "interactive"
+    card: dict[str, Any]
+
+
+class EphemeralMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    message_id: str
+
+
+class EphemeralSendResponse(ApiResponse):
+    data: EphemeralMessage
+
+
+class EphemeralDeleteRequest(_Request):
+    message_id: str
+
+
+class MessagePatchRequest(_Request):
+    content: str

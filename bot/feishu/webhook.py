@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.feishu.crypto import DecryptError, PayloadCipher, constant_time_equal, event_signature
-from bot.feishu.events import EventEnvelope, MalformedEvent, UrlVerification, parse_body
+from bot.feishu.events import INTERNAL_PREFIX, EventEnvelope, MalformedEvent, UrlVerification, parse_body
 
 TIMESTAMP_HEADER = "x-lark-request-timestamp"
 NONCE_HEADER = "x-lark-request-nonce"
@@ -80,6 +80,9 @@ def open_event_request(
         raise Rejected(401, "missing signature")
     if not constant_time_equal(token, secrets.verification_token):
         raise Rejected(403, "verification token does not match")
+    if isinstance(parsed, EventEnvelope) and parsed.event_type.startswith(INTERNAL_PREFIX):
+        # The bot's own events enter the inbox from inside only; from outside they are forgeries.
+        raise Rejected(400, "malformed event: reserved event type")
     return parsed
 
 

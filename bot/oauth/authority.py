@@ -1,0 +1,217 @@
+"""Acting as a user: a usable access token, refreshed once at a time, and calls retried after a refresh.
+
+Refresh tokens are single use and rotate (reference §6.3): two refreshes racing with the same refresh
+token would leave one of them holding a dead token, and the user would have to authorize again. So a
+user's refresh runs under an in-process lock *and* a lease in the store (for processes sharing it), and
+the new pair is written back with compare-and-set before anyone uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import structlog
+
+from bot.clock import Clock
+from bot.feishu.client import FeishuClient
+from bot.feishu.errors import (
+    AUTHORIZATION_GONE,
+    OAUTH_RETRYABLE,
+    SCOPE_NOT_GRANTED,
+    UNAVAILABLE,
+    USER_TOKEN_EXPIRED,
+    FeishuApiError,
+)
+from bot.feishu.models import OAuthTokenRequest, OAuthTokenResponse
+from bot.oauth.records import UserToken
+from bot.oauth.token_store import UserTokenStore
+from bot.store import Store
+
+log = structlog.get_logger("bot.oauth")
+
+T = TypeVar("T")
+
+# Refresh this long before the access token expires, so a call never starts with a dying token.
+REFRESH_MARGIN_SECONDS = 300.0
+_LEASE_NAMESPACE = "lease"
+_LEASE_SECONDS = 30.0
+_LEASE_WAIT_SECONDS = 20.0
+_REFRESH_ATTEMPTS = 3
+
+
+class AuthorizationRequired(Exception):
+    """The user has to authorize (again). `missing_scopes` names what to ask for, when Feishu said."""
+
+    def __init__(self, reason: str, missing_scopes: tuple[str, ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing_scopes = missing_scopes
+
+
+def token_from_response(
+    response: OAuthTokenResponse,
+    *,
+    tenant_key: str,
+    open_id: str,
+    name: str,
+    authorized_at: float,
+    now: float,
+) -> UserToken:
+    return UserToken(
+        tenant_key=tenant_key,
+        open_id=open_id,
+        name=name,
+        access_token=response.access_token,
+        access_expires_at=now + response.expires_in,
+        refresh_token=response.refresh_token,
+        refresh_expires_at=(
+            now + response.refresh_token_expires_in if response.refresh_token_expires_in else None
+        ),
+        scopes=tuple(response.scope.split()),
+        authorized_at=authorized_at,
+    )
+
+
+class UserAuthority:
+    def __init__(
+        self,
+        client: FeishuClient,
+        tokens: UserTokenStore,
+        store: Store,
+        clock: Clock,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._client = client
+        self._tokens = tokens
+        self._store = store
+        self._clock = clock
+        self._sleep = sleep
+        self._locks: dict[str, asyncio.Lock] = {}
+        # Who holds a lease: unique per process, so a lease is never mistaken for one's own.
+        self._owner = secrets.token_hex(8).encode()
+
+    async def current(self, tenant_key: str, open_id: str) -> UserToken | None:
+        """A token good for at least a few minutes, refreshed if needed; None if the user must authorize."""
+        stored = await self._tokens.get(tenant_key, open_id, now=self._clock())
+        if stored is None:
+            return None
+        if stored.token.access_valid(self._clock(), REFRESH_MARGIN_SECONDS):
+            return stored.token
+        return await self.refresh(tenant_key, open_id, stale_access_token=stored.token.access_token)
+
+    async def call_as(self, tenant_key: str, open_id: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """Run `call(user_access_token)`; on an expired-token answer refresh once and retry once."""
+        token = await self.current(tenant_key, open_id)
+        if token is None:
+            raise AuthorizationRequired("not authorized")
+        try:
+            return await call(token.access_token)
+        except FeishuApiError as error:
+            if error.code == SCOPE_NOT_GRANTED:
+                raise AuthorizationRequired("scope not granted", error.missing_scopes) from None
+            if error.code not in USER_TOKEN_EXPIRED:
+                raise
+        refreshed = await self.refresh(tenant_key, open_id, stale_access_token=token.access_token)
+        if refreshed is None:
+            raise AuthorizationRequired("authorization ended")
+        try:
+            return await call(refreshed.access_token)
+        except FeishuApiError as error:
+            if error.code == SCOPE_NOT_GRANTED:
+                raise AuthorizationRequired("scope not granted", error.missing_scopes) from None
+            if error.code in USER_TOKEN_EXPIRED:
+                # Refused even fresh from a refresh: Feishu no longer honours this authorization.
+                await self._tokens.delete(tenant_key, open_id)
+                raise AuthorizationRequired("token refused after refresh") from None
+            raise
+
+    async def forget(self, tenant_key: str, open_id: str) -> bool:
+        return await self._tokens.delete(tenant_key, open_id)
+
+    async def refresh(self, tenant_key: str, open_id: str, *, stale_access_token: str) -> UserToken | None:
+        """Replace `stale_access_token`, unless someone already did; None when the authorization is gone."""
+        key = f"{tenant_key}/{open_id}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock, self._lease(key):
+            now = self._clock()
+            stored = await self._tokens.get(tenant_key, open_id, now=now)
+            if stored is None:
+                return None
+            token = stored.token
+            if token.access_token != stale_access_token and token.access_valid(now, REFRESH_MARGIN_SECONDS):
+                return token  # refreshed meanwhile, by a coroutine or process that held the lock before us
+            if not token.refreshable(now) or token.refresh_token is None:
+                await self._tokens.delete(tenant_key, open_id)
+                log.info("authorization expired; the user must authorize again", open_id=open_id)
+                return None
+            try:
+                response = await self._refresh_call(token.refresh_token)
+            except FeishuApiError as error:
+                if error.code in AUTHORIZATION_GONE:
+                    await self._tokens.delete(tenant_key, open_id)
+                    log.info("authorization revoked or used up", open_id=open_id, code=error.code)
+                    return None
+                raise
+            fresh = token_from_response(
+                response,
+                tenant_key=tenant_key,
+                open_id=open_id,
+                name=token.name,
+                authorized_at=token.authorized_at,
+                now=self._clock(),
+            )
+            # Written before anyone uses it: the old refresh token is already dead at Feishu.
+            if not await self._tokens.put(fresh, expected_version=stored.version, now=self._clock()):
+                log.error("token record changed during a refresh; keeping the newer one", open_id=open_id)
+                latest = await self._tokens.get(tenant_key, open_id, now=self._clock())
+                return None if latest is None else latest.token
+            log.info("user token refreshed", open_id=open_id)
+            return fresh
+
+    async def _refresh_call(self, refresh_token: str) -> OAuthTokenResponse:
+        request = OAuthTokenRequest(
+            grant_type="refresh_token",
+            client_id=self._client.app_id,
+            client_secret=self._client.app_secret,
+            refresh_token=refresh_token,
+        )
+        for attempt in range(1, _REFRESH_ATTEMPTS + 1):
+            try:
+                return await self._client.oauth_token(request)
+            except FeishuApiError as error:
+                # 20050/20072 say the server did not act; a lost answer (UNAVAILABLE) may have rotated
+                # the token already, and then the retry ends in 20064/20073 and a new authorization.
+                if error.code not in OAUTH_RETRYABLE and error.code != UNAVAILABLE:
+                    raise
+                if attempt == _REFRESH_ATTEMPTS:
+                    raise
+                await self._sleep(0.2 * 2**attempt * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _lease(self, key: str) -> AsyncIterator[None]:
+        """Hold the store-wide refresh lease for `key`; wait for another holder to finish first."""
+        name = f"refresh/{key}"
+        waited = 0.0
+        while not await self._store.compare_and_set(
+            _LEASE_NAMESPACE,
+            name,
+            self._owner,
+            expected_version=None,
+            expires_at=self._clock() + _LEASE_SECONDS,
+            now=self._clock(),
+        ):
+            if waited >= _LEASE_WAIT_SECONDS:
+                raise FeishuApiError(UNAVAILABLE, "another process is refreshing this user's token")
+            await self._sleep(0.05)
+            waited += 0.05
+        try:
+            yield
+        finally:
+            await self._store.delete(_LEASE_NAMESPACE, name)
