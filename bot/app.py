@@ -15,8 +15,12 @@ from bot.feishu.models import BotInfo
 from bot.feishu.webhook import WebhookSecrets
 from bot.inbox import Inbox
 from bot.metrics import Metrics
+from bot.oauth.authority import UserAuthority
+from bot.oauth.flow import AuthorizationFlow
+from bot.oauth.sealing import Sealer
+from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
-from bot.web import EventIntake, add_routes, no_tracebacks
+from bot.web import EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
 from handlers.context import Services
 from handlers.router import Router
@@ -34,6 +38,8 @@ class Runtime:
     client: FeishuClient
     bot: BotInfo
     inbox: Inbox
+    authority: UserAuthority
+    flow: AuthorizationFlow
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -52,7 +58,6 @@ def create_app(
     metrics = Metrics()
 
     async def accept(envelope: EventEnvelope) -> bool:
-        # The inbox exists once start-up has run, which aiohttp finishes before it serves a request.
         return await app[RUNTIME].inbox.accept(envelope)
 
     secrets = WebhookSecrets(
@@ -60,7 +65,11 @@ def create_app(
         encrypt_key=settings.encrypt_key,
         replay_window_seconds=settings.bot_replay_window_seconds,
     )
-    add_routes(app, EventIntake(secrets, accept, metrics, clock), metrics)
+    sealer = Sealer(settings.secret_keys)
+    # Routes reach the runtime through the app: it exists once start-up has run, which aiohttp finishes
+    # before it serves a request.
+    callback = OAuthCallback(lambda: app[RUNTIME].flow, accept)
+    add_routes(app, EventIntake(secrets, accept, metrics, clock), callback, metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)
@@ -77,7 +86,22 @@ def create_app(
             )
             bot = await client.bot_info()
             log.info("bot identity known", bot_open_id=bot.open_id, app_name=bot.app_name)
-            router = Router(Services(client=client, bot=bot, store=store, clock=clock))
+            tokens = UserTokenStore(store, sealer)
+            authority = UserAuthority(client, tokens, store, clock)
+            flow = AuthorizationFlow(
+                client,
+                tokens,
+                store,
+                sealer,
+                accounts_url=settings.feishu_accounts_url,
+                redirect_uri=settings.oauth_redirect_uri,
+                scopes=tuple(settings.bot_oauth_scopes.split()),
+                clock=clock,
+            )
+            services = Services(
+                client=client, bot=bot, store=store, clock=clock, authority=authority, flow=flow
+            )
+            router = Router(services)
             inbox = Inbox(
                 store,
                 router,
@@ -88,7 +112,7 @@ def create_app(
                 retry_base_seconds=retry_base_seconds,
                 clock=clock,
             )
-            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox)
+            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox, authority, flow)
             if start_workers:
                 await inbox.start()
             yield

@@ -12,6 +12,8 @@ from bot.clock import Clock
 from bot.feishu.events import EventEnvelope, UrlVerification
 from bot.feishu.webhook import Rejected, WebhookSecrets, open_event_request
 from bot.metrics import Metrics
+from bot.oauth.flow import AuthorizationFlow
+from bot.oauth.pages import render
 
 log = structlog.get_logger("bot.web")
 
@@ -70,6 +72,34 @@ class EventIntake:
         return web.json_response({"msg": "success"})
 
 
+class OAuthCallback:
+    """`GET /oauth/callback`: where Feishu sends the browser after the user approves or declines."""
+
+    def __init__(self, flow: Callable[[], AuthorizationFlow], accept: Accept) -> None:
+        self._flow = flow
+        self._accept = accept
+
+    async def handle(self, request: web.Request) -> web.Response:
+        query = request.query
+        outcome = await self._flow().complete(
+            state=query.get("state"), code=query.get("code"), error=query.get("error")
+        )
+        if outcome.resume is not None:
+            try:
+                await self._accept(outcome.resume)
+            except Exception as error:
+                # The authorization is stored; only the automatic resume is lost. Say so in the log.
+                log.error("could not queue the resumed command", error=type(error).__name__)
+        return web.Response(
+            text=render(outcome),
+            status=outcome.status,
+            content_type="text/html",
+            charset="utf-8",
+            # The URL carried a one-time code: keep it out of caches and other sites' Referer headers.
+            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+        )
+
+
 @web.middleware
 async def no_tracebacks(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,7 +114,7 @@ async def no_tracebacks(
         return web.json_response({"msg": "internal error"}, status=500)
 
 
-def add_routes(app: web.Application, intake: EventIntake, metrics: Metrics) -> None:
+def add_routes(app: web.Application, intake: EventIntake, callback: OAuthCallback, metrics: Metrics) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -92,5 +122,6 @@ def add_routes(app: web.Application, intake: EventIntake, metrics: Metrics) -> N
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
     app.router.add_post("/feishu/events", intake.handle)
+    app.router.add_get("/oauth/callback", callback.handle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.feishu.client import FeishuClient
-from bot.feishu.events import Mention
+from bot.feishu.events import EventEnvelope, Mention
 from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_content
+from bot.oauth.authority import UserAuthority
+from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
 from handlers.cards import Card
 
@@ -19,6 +21,8 @@ class Services:
     bot: BotInfo
     store: Store
     clock: Clock
+    authority: UserAuthority
+    flow: AuthorizationFlow
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ def reply_uuid(message_id: str, purpose: str) -> str:
 class CommandContext:
     services: Services
     message: IncomingMessage
+    # The event as delivered: kept with a pending command so it can run again after authorization.
+    envelope: EventEnvelope
     # The command word as typed ("/help"), and the rest of the text after it.
     word: str
     args: str

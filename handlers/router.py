@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import structlog
+from pydantic import ValidationError
 
-from bot.feishu.events import MESSAGE_RECEIVE, EventEnvelope, MalformedEvent, parse_message_receive
+from bot.feishu.events import (
+    AUTHORIZATION_GRANTED,
+    MESSAGE_RECEIVE,
+    EventEnvelope,
+    MalformedEvent,
+    parse_message_receive,
+)
+from bot.oauth.records import AuthorizationGranted
+from handlers.account import login_command, logout_command, show_authorized
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, unknown_command_card
@@ -15,6 +24,8 @@ log = structlog.get_logger("handlers")
 
 def default_commands() -> CommandTable:
     table = CommandTable()
+    table.add(login_command())
+    table.add(logout_command())
     table.add(help_command(table))
     return table
 
@@ -27,8 +38,22 @@ class Router:
     async def __call__(self, envelope: EventEnvelope) -> None:
         if envelope.event_type == MESSAGE_RECEIVE:
             await self._on_message(envelope)
+        elif envelope.event_type == AUTHORIZATION_GRANTED:
+            await self._on_authorization_granted(envelope)
         else:
             log.info("event type not handled; ignored")
+
+    async def _on_authorization_granted(self, envelope: EventEnvelope) -> None:
+        try:
+            granted = AuthorizationGranted.model_validate(envelope.event)
+        except ValidationError:
+            log.error("authorization event unreadable; dropped")
+            return
+        await show_authorized(self._services, granted)
+        if granted.pending is not None:
+            # The command that was waiting for this authorization runs now, as if just typed.
+            log.info("resuming the command that waited for authorization")
+            await self._on_message(granted.pending)
 
     async def _on_message(self, envelope: EventEnvelope) -> None:
         try:
@@ -49,18 +74,20 @@ class Router:
                     "message not readable as a command; ignored", message_type=event.message.message_type
                 )
                 return
-            await self._dispatch(message)
+            await self._dispatch(message, envelope)
 
-    async def _dispatch(self, message: IncomingMessage) -> None:
+    async def _dispatch(self, message: IncomingMessage, envelope: EventEnvelope) -> None:
         addressed = message.chat_type == "p2p" or message.mentioned_bot
         word, _, args = message.text.partition(" ")
         if not word.startswith("/"):
             if addressed:
                 # Spoken to without a command: answer with what the bot can do rather than silence.
-                await self._context(message, word, args).reply_card(not_a_command_card(self._commands))
+                await self._context(message, envelope, word, args).reply_card(
+                    not_a_command_card(self._commands)
+                )
             return
         command = self._commands.find(word)
-        context = self._context(message, word, args.strip())
+        context = self._context(message, envelope, word, args.strip())
         if command is None:
             if addressed or self._commands.suggest(word) is not None:
                 log.info("unknown command", word=word[:40])
@@ -69,5 +96,9 @@ class Router:
         log.info("command", command=command.name)
         await command.handler(context)
 
-    def _context(self, message: IncomingMessage, word: str, args: str) -> CommandContext:
-        return CommandContext(services=self._services, message=message, word=word, args=args)
+    def _context(
+        self, message: IncomingMessage, envelope: EventEnvelope, word: str, args: str
+    ) -> CommandContext:
+        return CommandContext(
+            services=self._services, message=message, envelope=envelope, word=word, args=args
+        )

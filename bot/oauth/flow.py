@@ -23,7 +23,7 @@ from bot.feishu.events import AUTHORIZATION_GRANTED, EventEnvelope, ordering_key
 from bot.feishu.models import OAuthTokenRequest
 from bot.oauth.authority import token_from_response
 from bot.oauth.pkce import challenge_s256, new_verifier
-from bot.oauth.records import AuthorizationState, Prompt
+from bot.oauth.records import AuthorizationGranted, AuthorizationState, Prompt
 from bot.oauth.sealing import Sealer, SealError
 from bot.oauth.token_store import UserTokenStore
 from bot.store import Store
@@ -189,15 +189,15 @@ class AuthorizationFlow:
             event_type=AUTHORIZATION_GRANTED,
             create_time=str(int(self._clock() * 1000)),
             tenant_key=record.tenant_key,
-            event={
-                "ordering_key": order,
-                "tenant_key": record.tenant_key,
-                "open_id": record.open_id,
-                "name": name,
-                "locale": record.locale,
-                "prompt": None if record.prompt is None else record.prompt.model_dump(),
-                "pending": None if record.pending is None else record.pending.model_dump(),
-            },
+            event=AuthorizationGranted(
+                ordering_key=order,
+                tenant_key=record.tenant_key,
+                open_id=record.open_id,
+                name=name,
+                locale=record.locale,
+                prompt=record.prompt,
+                pending=record.pending,
+            ).model_dump(),
         )
 
     def _seal(self, state: str, record: AuthorizationState) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.feishu.events import EventEnvelope
@@ -69,5 +67,14 @@ class AuthorizationState(_Record):
     prompt: Prompt | None = None
     locale: str = "zh_cn"
 
-    def pending_json(self) -> dict[str, Any] | None:
-        return None if self.pending is None else self.pending.model_dump()
+
+class AuthorizationGranted(_Record):
+    """The body of our internal `invite_bot.authorization_granted` inbox event."""
+
+    ordering_key: str
+    tenant_key: str
+    open_id: str
+    name: str = ""
+    locale: str = "zh_cn"
+    prompt: Prompt | None = None
+    pending: EventEnvelope | None = None

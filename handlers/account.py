@@ -1,0 +1,142 @@
+"""Who is acting: asking a user to authorize, /login, /logout, and finishing after authorization."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from bot.feishu.errors import FeishuApiError
+from bot.feishu.models import EphemeralSendRequest, MessageCreateRequest, MessagePatchRequest, card_content
+from bot.oauth.authority import AuthorizationRequired
+from bot.oauth.records import AuthorizationGranted, Prompt
+from handlers.account_cards import (
+    authorized_card,
+    ephemeral_authorized_card,
+    ephemeral_prompt_card,
+    logged_out_card,
+    prompt_card,
+)
+from handlers.commands import Command
+from handlers.context import CommandContext, Services, reply_uuid
+from handlers.i18n import Text
+
+log = structlog.get_logger("handlers.account")
+
+
+def _date(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str, ...] = ()) -> None:
+    services, message = context.services, context.message
+    state, url = await services.flow.begin(
+        message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
+    )
+    prompt = await _deliver_privately(context, url, missing_scopes)
+    await services.flow.attach_prompt(state, prompt)
+    log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind)
+
+
+async def _deliver_privately(context: CommandContext, url: str, missing_scopes: tuple[str, ...]) -> Prompt:
+    """Ephemeral card in a group, else a direct message, else (only then) a public reply."""
+    client, message = context.services.client, context.message
+    if message.chat_type == "p2p":
+        sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose="authorize")
+        return Prompt(chat_id=sent.chat_id or message.chat_id, message_id=sent.message_id, kind="direct")
+    try:
+        ephemeral_id = await client.send_ephemeral(
+            EphemeralSendRequest(
+                chat_id=message.chat_id,
+                open_id=message.sender_open_id,
+                card=ephemeral_prompt_card(url, missing_scopes=missing_scopes),
+            )
+        )
+        return Prompt(chat_id=message.chat_id, message_id=ephemeral_id, kind="ephemeral")
+    except FeishuApiError as error:
+        log.info("ephemeral prompt refused; trying a direct message", code=error.code, log_id=error.log_id)
+    try:
+        sent = await client.send_message(
+            "open_id",
+            MessageCreateRequest(
+                receive_id=message.sender_open_id,
+                msg_type="interactive",
+                content=card_content(prompt_card(url, missing_scopes=missing_scopes)),
+                uuid=reply_uuid(message.message_id, "authorize-dm"),
+            ),
+        )
+        return Prompt(chat_id=sent.chat_id, message_id=sent.message_id, kind="direct")
+    except FeishuApiError as error:
+        log.info("direct prompt refused; asking in the chat", code=error.code, log_id=error.log_id)
+    sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose="authorize")
+    return Prompt(chat_id=message.chat_id, message_id=sent.message_id, kind="public")
+
+
+async def show_authorized(services: Services, granted: AuthorizationGranted) -> None:
+    """Turn the prompt into an "authorized" note. Best effort: the command goes on either way."""
+    prompt = granted.prompt
+    if prompt is None:
+        return
+    stored = await services.authority.current(granted.tenant_key, granted.open_id)
+    until = _date(stored.usable_until()) if stored is not None else "?"
+    name = granted.name or granted.open_id
+    try:
+        if prompt.kind == "ephemeral":
+            # An ephemeral card cannot be edited; replace it with one that says it is done.
+            await services.client.delete_ephemeral(prompt.message_id)
+            await services.client.send_ephemeral(
+                EphemeralSendRequest(
+                    chat_id=prompt.chat_id,
+                    open_id=granted.open_id,
+                    card=ephemeral_authorized_card(name, until),
+                )
+            )
+        else:
+            await services.client.patch_message(
+                prompt.message_id, MessagePatchRequest(content=card_content(authorized_card(name, until)))
+            )
+    except FeishuApiError as error:
+        log.warning("could not update the authorization prompt", code=error.code, log_id=error.log_id)
+
+
+def login_command() -> Command:
+    async def handle(context: CommandContext) -> None:
+        services, message = context.services, context.message
+        try:
+            user = await services.authority.call_as(
+                message.tenant_key, message.sender_open_id, services.client.user_info
+            )
+        except AuthorizationRequired as required:
+            await ask_to_authorize(context, missing_scopes=required.missing_scopes)
+            return
+        token = await services.authority.current(message.tenant_key, message.sender_open_id)
+        until = _date(token.usable_until()) if token is not None else "?"
+        await context.reply_card(authorized_card(user.name or user.en_name or user.open_id, until))
+
+    return Command(
+        name="/login",
+        aliases=("/登录",),
+        summary=Text(
+            "授权我以你的身份邀请（首次使用前）", "let me invite on your behalf (before your first /invite)"
+        ),
+        usage="/login",
+        examples=(),
+        handler=handle,
+    )
+
+
+def logout_command() -> Command:
+    async def handle(context: CommandContext) -> None:
+        message = context.message
+        forgotten = await context.services.authority.forget(message.tenant_key, message.sender_open_id)
+        log.info("user logged out", open_id=message.sender_open_id, had_authorization=forgotten)
+        await context.reply_card(logged_out_card(forgotten))
+
+    return Command(
+        name="/logout",
+        aliases=("/注销",),
+        summary=Text("删除你保存的授权", "forget your stored authorization"),
+        usage="/logout",
+        examples=(),
+        handler=handle,
+    )
