@@ -86,6 +86,17 @@ _DEFAULT_CHATS = (
 )
 
 
+# Scopes enabled for the emulated app (developer console → permissions). The authorize page refuses
+# others with 20027; a business API needing one that is not here answers 99991672.
+DEFAULT_APP_SCOPES = (
+    "vc:meeting",
+    "vc:meeting:readonly",
+    "offline_access",
+    "contact:user.id:readonly",
+    "im:message",
+)
+
+
 class EmulatorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,6 +113,18 @@ class EmulatorConfig(BaseModel):
     tenant_token_ttl_seconds: int = Field(default=7200, ge=60)
     # The bot's `POST /feishu/events` URL; settable later through `Emulator.webhook_url`.
     webhook_url: str | None = None
+    # --- user OAuth (reference §6) ---
+    app_scopes: tuple[str, ...] = DEFAULT_APP_SCOPES
+    # Registered redirect URLs (security settings → redirect URLs), matched exactly. Any http(s) URL on a
+    # loopback host is accepted as well, so a bot under test on 127.0.0.1:<random port> needs no entry.
+    redirect_uris: tuple[str, ...] = ()
+    authorization_code_ttl_seconds: float = Field(default=300, gt=0)
+    user_access_token_ttl_seconds: int = Field(default=7200, ge=1)
+    refresh_token_ttl_seconds: int = Field(default=604800, ge=1)
+    # The access token a refresh replaced keeps working this long ("about a minute", reference §6.3).
+    rotated_token_grace_seconds: float = Field(default=60, ge=0)
+    # After this long since the user authorized, refreshing fails with 20037 (365 days, reference §6.3).
+    authorization_max_age_seconds: float = Field(default=365 * 86400, gt=0)
     users: tuple[DirectoryUser, ...] = _DEFAULT_USERS
     chats: tuple[DirectoryChat, ...] = _DEFAULT_CHATS
 

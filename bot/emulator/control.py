@@ -7,15 +7,14 @@ cannot turn the emulator into a request relay.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.emulator.authorize import AuthorizeError, is_loopback_url
 from bot.emulator.faults import Fault
 
 if TYPE_CHECKING:
@@ -38,6 +37,20 @@ class _Webhook(BaseModel):
     url: str = Field(min_length=1, max_length=2048)
 
 
+class _Authorize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=8192)
+    as_user: str = Field(min_length=1, max_length=256)
+    approve: bool = True
+
+
+class _User(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    open_id: str = Field(min_length=1, max_length=256)
+
+
 def _bad(reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=400)
 
@@ -54,18 +67,6 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 class _Refused(Exception):
     pass
-
-
-def _loopback_url(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
 
 
 def control_routes(emulator: Emulator) -> list[web.RouteDef]:
@@ -128,7 +129,7 @@ def control_routes(emulator: Emulator) -> list[web.RouteDef]:
             return _bad(str(refused))
         except ValidationError as error:
             return _bad(_first(error))
-        if not _loopback_url(target.url):
+        if not is_loopback_url(target.url):
             return _bad("url must be http(s) on a loopback host")
         emulator.webhook_url = target.url
         return web.json_response({"webhook_url": target.url})
@@ -137,7 +138,44 @@ def control_routes(emulator: Emulator) -> list[web.RouteDef]:
         emulator.revoke_tenant_tokens()
         return web.json_response({"revoked": True})
 
+    async def authorize(request: web.Request) -> web.Response:
+        try:
+            asked = _Authorize.model_validate(await _json_object(request))
+        except _Refused as refused:
+            return _bad(str(refused))
+        except ValidationError as error:
+            return _bad(_first(error))
+        try:
+            location = emulator.authorize(asked.url, as_user=asked.as_user, approve=asked.approve)
+        except AuthorizeError as refused:
+            return web.json_response({"error": refused.message, "code": refused.code}, status=400)
+        return web.json_response({"location": location})
+
+    async def revoke_user(request: web.Request) -> web.Response:
+        try:
+            user = _User.model_validate(await _json_object(request))
+        except _Refused as refused:
+            return _bad(str(refused))
+        except ValidationError as error:
+            return _bad(_first(error))
+        if emulator.config.user(user.open_id) is None:
+            return _bad(f"no user {user.open_id!r} in the directory")
+        emulator.revoke_user_authorization(user.open_id)
+        return web.json_response({"revoked": user.open_id})
+
+    async def ephemeral(request: web.Request) -> web.Response:
+        open_id = request.query.get("open_id")
+        found = [m.as_json() for m in emulator.ephemeral_messages if open_id is None or m.open_id == open_id]
+        return web.json_response({"ephemeral": found})
+
+    async def card_updates(request: web.Request) -> web.Response:
+        return web.json_response({"card_updates": [u.as_json() for u in emulator.card_updates]})
+
     return [
+        web.post("/_emulator/authorize", authorize),
+        web.post("/_emulator/revoke-user-authorization", revoke_user),
+        web.get("/_emulator/ephemeral", ephemeral),
+        web.get("/_emulator/card-updates", card_updates),
         web.get("/_emulator/messages", messages),
         web.get("/_emulator/requests", requests_),
         web.post("/_emulator/say", say),

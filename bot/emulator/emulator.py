@@ -8,13 +8,20 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from bot.emulator.authorize import decide, parse_authorize, query_of
 from bot.emulator.config import EmulatorConfig
 from bot.emulator.control import control_routes
+from bot.emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
 from bot.emulator.faults import Fault, FaultQueue
+from bot.emulator.gateway import Gateway, RecordedRequest, feishu_not_found
 from bot.emulator.messages import MessageStore, SentMessage
-from bot.emulator.openapi import OpenApi, RecordedRequest, feishu_not_found
+from bot.emulator.oauth import UserAuth
+from bot.emulator.oauth_routes import OAuthRoutes
+from bot.emulator.openapi import OpenApi
 from bot.emulator.pusher import Pusher, PushResult
 from bot.emulator.tokens import TenantTokens
+from bot.emulator.updates import CardUpdate, UpdateApi
+from bot.emulator.users import UserGate
 
 
 class Emulator:
@@ -34,6 +41,11 @@ class Emulator:
         self._store = MessageStore(self.config, now)
         self._faults = FaultQueue()
         self._pusher = Pusher(self.config, now, self._store, lambda: self.webhook_url)
+        self._auth = UserAuth(self.config, now)
+        self._ephemeral = EphemeralStore()
+        self.card_updates: list[CardUpdate] = []
+        users = UserGate(self.config, self._auth)
+        self._gateway = Gateway(self._tokens, users, self._faults, self.requests, now)
         self.app = self._build_app()
 
     def _now(self) -> float:
@@ -42,8 +54,11 @@ class Emulator:
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[feishu_not_found], client_max_size=4 * 1024 * 1024)
-        openapi = OpenApi(self.config, self._tokens, self._store, self._faults, self.requests, self._now)
-        app.add_routes(openapi.routes())
+        gateway = self._gateway
+        app.add_routes(OpenApi(self.config, gateway, self._store).routes())
+        app.add_routes(OAuthRoutes(self.config, gateway, self._auth).routes())
+        app.add_routes(EphemeralApi(self.config, gateway, self._ephemeral).routes())
+        app.add_routes(UpdateApi(gateway, self._store, self.card_updates).routes())
         app.add_routes(control_routes(self))
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -72,6 +87,65 @@ class Emulator:
         """The first `count` messages the bot sent (into `chat_id`, if given); TimeoutError if it
         has not sent that many within `timeout` seconds of real time."""
         return await self._store.wait_for(count, chat_id, timeout)
+
+    def p2p_chat_id(self, open_id: str) -> str:
+        """The chat a direct message from the bot to this user lands in (KeyError for a stranger)."""
+        return self._store.p2p_chat_id(open_id)
+
+    @property
+    def ephemeral_messages(self) -> list[EphemeralMessage]:
+        """Cards only one person sees, oldest first; `deleted` once the bot deleted them."""
+        return list(self._ephemeral.messages)
+
+    async def wait_for_ephemeral(
+        self,
+        count: int,
+        *,
+        open_id: str | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the test-facing API; applied inside with wait_for
+    ) -> list[EphemeralMessage]:
+        return await self._ephemeral.wait_for(count, open_id, timeout)
+
+    # --- user OAuth ------------------------------------------------------------------------------------
+
+    def authorize(self, url: str, *, as_user: str, approve: bool = True) -> str:
+        """Open the authorize `url` as `as_user` and approve (or deny); returns the redirect Location.
+        Raises `AuthorizeError` (a ValueError, with Feishu's `code`) where Feishu would show an error."""
+        request = parse_authorize(query_of(url), self.config)
+        return decide(self._auth, self.config, request, as_user=as_user, approve=approve)
+
+    @property
+    def user_gate(self) -> UserGate:
+        """`require_user_token(request, scopes=...)`: the user-token check for routes that act as a user."""
+        return self._gateway.users
+
+    def revoke_user_authorization(self, open_id: str) -> None:
+        """The user withdraws the app's authorization: their access tokens answer 99991668 from now on,
+        their refresh tokens 20064, and the scopes they granted are forgotten."""
+        self._auth.revoke_user(open_id)
+
+    def granted_scopes(self, open_id: str) -> tuple[str, ...]:
+        return self._auth.granted_scopes(open_id)
+
+    @property
+    def user_token_exchanges(self) -> int:
+        """authorization_code requests that reached the token endpoint, successful or not."""
+        return self._auth.code_exchanges
+
+    @property
+    def refreshes(self) -> int:
+        """Successful refresh_token grants."""
+        return self._auth.refreshes
+
+    @property
+    def refresh_token_reuses(self) -> int:
+        """Attempts to use a refresh token a second time (20073). A correct bot keeps this at 0."""
+        return self._auth.refresh_token_reuses
+
+    @property
+    def issued_user_tokens(self) -> list[str]:
+        """Every user access and refresh token handed out, to grep logs and files for."""
+        return list(self._auth.history)
 
     # --- steering --------------------------------------------------------------------------------------
 

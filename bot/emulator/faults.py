@@ -8,7 +8,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FaultRoute = Literal["reply", "send", "tenant_token", "bot_info"]
+FaultRoute = Literal[
+    "reply",
+    "send",
+    "tenant_token",
+    "bot_info",
+    "user_token",  # POST /open-apis/authen/v2/oauth/token; a `code` answers in the OAuth error shape
+    "user_info",
+    "ephemeral",  # POST /open-apis/ephemeral/v1/send
+    "ephemeral_delete",
+    "update",  # PATCH /open-apis/im/v1/messages/{message_id}
+]
 
 
 class Fault(BaseModel):

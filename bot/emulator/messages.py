@@ -7,6 +7,7 @@ the uuid de-duplication window, the per-chat rate limit, and the response `data`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import secrets
@@ -41,6 +42,8 @@ class SentMessage:
     create_time: int  # ms since the epoch, on the emulator clock
     root_id: str | None = None
     reply_in_thread: bool = False
+    # Earlier contents of a card later updated (PATCH), oldest first; `content` is the current one.
+    history: tuple[dict[str, Any], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class SentMessage:
             "create_time": self.create_time,
             "root_id": self.root_id,
             "reply_in_thread": self.reply_in_thread,
+            "history": list(self.history),
         }
 
 
@@ -83,6 +87,34 @@ class MessageStore:
 
     def lookup(self, message_id: str) -> KnownMessage | None:
         return self._known.get(message_id)
+
+    def find_sent(self, message_id: str) -> SentMessage | None:
+        return next((m for m in self.sent if m.message_id == message_id), None)
+
+    def p2p_chat_id(self, open_id: str) -> str:
+        """The bot's p2p chat with this user: the configured one, else a stable id made up on first use,
+        as Feishu creates the chat lazily when a bot first messages a user."""
+        if self._config.user(open_id) is None:
+            raise KeyError(f"no user {open_id!r} in the directory")
+        p2p = next(
+            (c for c in self._config.chats if c.chat_type == "p2p" and open_id in c.members),
+            None,
+        )
+        return p2p.chat_id if p2p else "oc_p2p_" + open_id.removeprefix("ou_")
+
+    def replace_content(self, message_id: str, content: dict[str, Any]) -> SentMessage:
+        """The sent message with new content, the old one kept in `history`."""
+        index = next(i for i, m in enumerate(self.sent) if m.message_id == message_id)
+        old = self.sent[index]
+        updated = dataclasses.replace(old, content=content, history=(*old.history, old.content))
+        self.sent[index] = updated
+        self._wake()
+        return updated
+
+    def _wake(self) -> None:
+        # Wake every waiter; each re-checks its own condition (see wait_for).
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     # --- the rules of a delivery ---------------------------------------------------------------------
 
@@ -137,9 +169,7 @@ class MessageStore:
             self._by_uuid[uuid] = (now, message)
         self.register(message.message_id, chat_id, root_id)
         self.sent.append(message)
-        # Wake every waiter; each re-checks its own condition (see wait_for).
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake()
         return message
 
     async def wait_for(

@@ -6,19 +6,18 @@ validate the body like Feishu, then act. Codes and statuses come from `replies`,
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from bot.emulator import replies
 from bot.emulator.config import EmulatorConfig
-from bot.emulator.faults import Fault, FaultQueue
+from bot.emulator.gateway import Gateway, RecordedRequest, feishu_not_found
 from bot.emulator.messages import KnownMessage, MessageStore, SentMessage
-from bot.emulator.tokens import TenantTokens
+from bot.emulator.replies import Refusal as _Invalid
+
+__all__ = ["OpenApi", "RecordedRequest", "feishu_not_found"]
 
 REPLY_MSG_TYPES = frozenset(
     {"text", "post", "image", "file", "audio", "media", "sticker", "interactive", "share_chat", "share_user"}
@@ -32,65 +31,12 @@ CARD_POST_LIMIT_BYTES = 30 * 1024
 UUID_MAX_LENGTH = 50
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One call the bot made. Never the token itself: only what kind of token it was."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    token_kind: str  # "tenant" | "user" | "app" | "other" | "none"
-    at: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "json": self.json,
-            "token_kind": self.token_kind,
-            "at": self.at,
-        }
-
-
-def _token_kind(authorization: str | None) -> str:
-    if not authorization:
-        return "none"
-    token = authorization.removeprefix("Bearer ").strip()
-    if token.startswith("t-"):
-        return "tenant"
-    if token.startswith(("u-", "eyJ")):
-        return "user"
-    if token.startswith("a-"):
-        return "app"
-    return "other"
-
-
-class _Invalid(Exception):
-    """A request Feishu would refuse; carries the ready answer."""
-
-    def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
 class OpenApi:
-    def __init__(
-        self,
-        config: EmulatorConfig,
-        tokens: TenantTokens,
-        store: MessageStore,
-        faults: FaultQueue,
-        requests: list[RecordedRequest],
-        clock_now: Callable[[], float],
-    ) -> None:
+    def __init__(self, config: EmulatorConfig, gateway: Gateway, store: MessageStore) -> None:
         self._config = config
-        self._tokens = tokens
+        self._gateway = gateway
+        self._tokens = gateway.tokens
         self._store = store
-        self._faults = faults
-        self._requests = requests
-        self._now = clock_now
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,51 +51,17 @@ class OpenApi:
     # --- shared steps --------------------------------------------------------------------------------
 
     async def _begin(self, request: web.Request, route: str) -> tuple[bytes, Any]:
-        """Record the call and read its body; raise _Invalid with a fault's answer if one fires."""
-        raw = await request.read()
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except (ValueError, RecursionError):
-                body = None
-        recorded = body
-        if route == "tenant_token" and isinstance(body, dict) and "app_secret" in body:
-            recorded = {**body, "app_secret": "***"}  # the secret never reaches the record
-        self._requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                json=recorded,
-                token_kind=_token_kind(request.headers.get("Authorization")),
-                at=self._now(),
-            )
-        )
-        fault = self._faults.take(route)
-        if fault is not None:
-            if fault.delay_seconds:
-                await asyncio.sleep(fault.delay_seconds)
-            if fault.status is not None:
-                raise _Invalid(_fault_response(fault))
-        return raw, body
+        return await self._gateway.begin(request, route)
 
     def _authorize(self, request: web.Request) -> None:
-        header = request.headers.get("Authorization", "")
-        # Without the "Bearer " prefix Feishu treats the token as absent (captured).
-        if not header.startswith("Bearer ") or not header[len("Bearer ") :].strip():
-            raise _Invalid(replies.error(replies.TOKEN_MISSING))
-        token = header[len("Bearer ") :].strip()
-        if token.startswith(("u-", "eyJ")):
-            raise _Invalid(replies.error(replies.USER_TOKEN_INVALID))
-        if not self._tokens.is_valid(token):
-            raise _Invalid(replies.error(replies.TENANT_TOKEN_INVALID))
+        self._gateway.authorize_tenant(request)
 
     # --- routes --------------------------------------------------------------------------------------
 
     async def tenant_token(self, request: web.Request) -> web.Response:
         try:
-            _, body = await self._begin(request, "tenant_token")
+            # The secret never reaches the record.
+            _, body = await self._gateway.begin(request, "tenant_token", redact=("app_secret",))
         except _Invalid as invalid:
             return invalid.response
         # This endpoint answers failures with HTTP 200 and no `error` object (captured).
@@ -232,12 +144,7 @@ class OpenApi:
         if user is None:
             # UNCONFIRMED: the code Feishu uses for an ID outside the app's visibility.
             raise _Invalid(replies.error(replies.INVALID_REQUEST, detail="ext=invalid receive_id"))
-        p2p = next(
-            (c for c in self._config.chats if c.chat_type == "p2p" and user.open_id in c.members),
-            None,
-        )
-        # A user without a configured p2p chat gets a stable synthetic one, as Feishu creates it lazily.
-        return p2p.chat_id if p2p else "oc_p2p_" + user.open_id.removeprefix("ou_")
+        return self._store.p2p_chat_id(user.open_id)
 
     def _check_chat(self, chat_id: str) -> None:
         chat = self._config.chat(chat_id)
@@ -308,36 +215,3 @@ def _message_fields(raw: bytes, body: Any, allowed: frozenset[str]) -> tuple[str
 
 def _token_failure(failure: replies.FeishuError) -> web.Response:
     return replies.ok({"code": failure.code, "data": {}, "msg": failure.msg})
-
-
-def _fault_response(fault: Fault) -> web.Response:
-    status = fault.status or 500
-    code = fault.code
-    if code is None and status == 429:
-        code = replies.RATE_LIMITED.code
-    headers = dict(fault.headers)
-    if code == replies.RATE_LIMITED.code:
-        # Feishu's gateway says when to come back (frequency-control doc page).
-        headers.setdefault("x-ogw-ratelimit-limit", "50")
-        headers.setdefault("x-ogw-ratelimit-reset", "1")
-    if code is None:
-        # A failing gateway answers in plain text, not Feishu's JSON: the bot must cope with both.
-        response = web.Response(status=status, text=fault.msg or "upstream unavailable", headers=headers)
-        response.headers[replies.LOGID_HEADER] = replies.new_log_id()
-        return response
-    msg = fault.msg or (replies.RATE_LIMITED.msg if code == replies.RATE_LIMITED.code else "emulated fault")
-    return replies.error(replies.FeishuError(code, msg, status), headers=headers)
-
-
-@web.middleware
-async def feishu_not_found(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Unknown paths and wrong methods get Feishu's plain-text 404, not JSON (captured)."""
-    try:
-        response = await handler(request)
-    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-        if request.path.startswith("/open-apis/"):
-            return web.Response(status=404, text="404 page not found")
-        raise
-    return response

@@ -50,6 +50,96 @@ INVALID_REQUEST = FeishuError(230001, "Your request contains an invalid request 
 BOT_NOT_IN_CHAT = FeishuError(230002, "Bot/User can NOT be out of the chat.", 400)
 CHAT_RATE_LIMITED = FeishuError(230020, "This operation triggers the frequency limit.", 400)
 MESSAGE_TOO_LONG = FeishuError(230025, "The length of the message content reaches its limit.", 400)
+# PATCH of a card older than 14 days (reference §3.3). Message text UNCONFIRMED.
+MESSAGE_TOO_OLD = FeishuError(230031, "The message is beyond the time limit for this operation.", 400)
+# A card JSON 2.0 may not be replaced by a 1.0 one (client code 200830, reference §3.1); over the API the
+# same rule surfaces as 230099 with the card error as detail: UNCONFIRMED.
+CARD_CONTENT_FAILED = FeishuError(230099, "Failed to create card content.", 400)
+
+# --- user_access_token on business APIs (reference §6.6) ---------------------------------------------------
+# HTTP 400 like the other token refusals (captured for 99991668); 99991677 and 99991679: UNCONFIRMED.
+USER_TOKEN_EXPIRED = FeishuError(
+    99991677, "Authentication token expired. Please refresh the user_access_token and try again.", 400
+)
+USER_SCOPE_NOT_GRANTED = FeishuError(
+    99991679,
+    "Unauthorized. You do not have permission to perform the requested operation on the resource. "
+    "Please request user re-authorization and try again.",
+    400,
+)
+APP_SCOPE_NOT_ENABLED = FeishuError(
+    99991672, "Access denied. One of the following scopes is required for the app.", 400
+)
+# A valid user_access_token on a route that takes only tenant tokens. Which code Feishu sends here is
+# UNCONFIRMED; 99991663 says "not the token this API wants" without inviting a user-token refresh.
+USER_TOKEN_NOT_ACCEPTED = FeishuError(
+    99991663, "Invalid access token for authorization. This API requires a tenant_access_token.", 400
+)
+
+
+class Refusal(Exception):
+    """A request Feishu would refuse; carries the ready answer. Raised by shared steps and helpers."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+# --- OAuth v2 token endpoint (reference §6.2, §6.3) --------------------------------------------------------
+# The doc calls the endpoint RFC 6749 compliant and shows failures as top-level `code`, `error`,
+# `error_description` (example: 20050 server_error). The `error` strings and HTTP statuses below follow
+# RFC 6749 §5.2 (400; 401 for client authentication; 5xx for the retryable server errors): the RFC
+# reading is ours, the statuses per code are UNCONFIRMED.
+
+
+@dataclass(frozen=True)
+class OAuthError:
+    code: int
+    error: str
+    description: str
+    http_status: int
+
+
+OAUTH_MISSING_PARAM = OAuthError(20001, "invalid_request", "A required parameter is missing.", 400)
+OAUTH_BAD_SECRET = OAuthError(20002, "invalid_client", "Client authentication failed.", 401)
+OAUTH_CODE_NOT_FOUND = OAuthError(20003, "invalid_grant", "The authorization code was not found.", 400)
+OAUTH_CODE_EXPIRED = OAuthError(20004, "invalid_grant", "The authorization code has expired.", 400)
+OAUTH_USER_NOT_FOUND = OAuthError(20008, "invalid_grant", "The user does not exist.", 400)
+OAUTH_REFRESH_INVALID = OAuthError(20026, "invalid_grant", "The refresh token is invalid.", 400)
+OAUTH_BAD_GRANT_TYPE = OAuthError(20036, "unsupported_grant_type", "The grant_type is not supported.", 400)
+OAUTH_REFRESH_EXPIRED = OAuthError(20037, "invalid_grant", "The refresh token has expired.", 400)
+OAUTH_APP_NOT_FOUND = OAuthError(20048, "invalid_client", "The app does not exist.", 401)
+OAUTH_PKCE_FAILED = OAuthError(20049, "invalid_grant", "PKCE verification failed.", 400)
+OAUTH_SERVER_ERROR = OAuthError(
+    20050, "server_error", "An unexpected server error occurred. Please retry your request.", 500
+)
+OAUTH_MALFORMED = OAuthError(20063, "invalid_request", "The request is malformed.", 400)
+OAUTH_REFRESH_REVOKED = OAuthError(20064, "invalid_grant", "The refresh token has been revoked.", 400)
+OAUTH_CODE_USED = OAuthError(20065, "invalid_grant", "The authorization code has already been used.", 400)
+OAUTH_DUPLICATE_SCOPE = OAuthError(20067, "invalid_scope", "The scope contains duplicates.", 400)
+OAUTH_SCOPE_NOT_PERMITTED = OAuthError(20068, "invalid_scope", "The scope exceeds what was granted.", 400)
+OAUTH_TWO_CLIENT_AUTHS = OAuthError(
+    20070, "invalid_request", "Use either HTTP Basic authentication or client_secret in the body.", 400
+)
+OAUTH_REDIRECT_MISMATCH = OAuthError(
+    20071, "invalid_grant", "The redirect_uri does not match the authorization request.", 400
+)
+OAUTH_UNAVAILABLE = OAuthError(
+    20072, "temporarily_unavailable", "The service is temporarily unavailable. Please retry.", 503
+)
+OAUTH_REFRESH_USED = OAuthError(20073, "invalid_grant", "The refresh token has already been used.", 400)
+# Every row above, by code.
+OAUTH_ERRORS = {e.code: e for e in globals().copy().values() if isinstance(e, OAuthError)}
+
+
+def oauth_error(failure: OAuthError, *, detail: str = "") -> web.Response:
+    """An OAuth-style failure of the token endpoint: top-level `code`, `error`, `error_description`."""
+    description = f"{failure.description} {detail}".strip() if detail else failure.description
+    body = {"code": failure.code, "error": failure.error, "error_description": description}
+    response = web.json_response(body, status=failure.http_status)
+    response.headers[LOGID_HEADER] = new_log_id()
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def new_log_id() -> str:
