@@ -301,6 +301,8 @@ async def test_exchange_refusals(world: World, overrides: dict[str, Any], status
     answer_status, body = await world.exchange(valid, **overrides)
     assert (answer_status, body["code"]) == (status, code), body
     assert isinstance(body["error"], str)
+    exchanges = 1 if overrides.get("grant_type", "authorization_code") == "authorization_code" else 0
+    assert world.emulator.user_token_exchanges == exchanges
     assert "access_token" not in body
     # A refused attempt does not burn the code.
     assert (await world.exchange(valid))[1]["code"] == 0

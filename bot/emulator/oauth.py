@@ -137,7 +137,7 @@ class UserAuth:
         self._codes: dict[str, _Code] = {}
         self._access: dict[str, AccessRecord] = {}
         self._refresh: dict[str, _Refresh] = {}
-        self.code_exchanges = 0
+        self.code_exchanges = 0  # counted by the route: every authorization_code request
         self.refreshes = 0
         self.refresh_token_reuses = 0
         # Every token ever handed out, so tests can prove none of them leaked into a log or a file.
@@ -179,7 +179,6 @@ class UserAuth:
     def exchange_code(
         self, code: str, *, redirect_uri: str | None, verifier: str | None, scope: str | None
     ) -> IssuedTokens:
-        self.code_exchanges += 1
         entry = self._codes.get(code)
         if entry is None:
             raise OAuthFailure(replies.OAUTH_CODE_NOT_FOUND)

@@ -81,6 +81,8 @@ class OAuthRoutes:
         if not isinstance(body, dict):
             raise OAuthFailure(replies.OAUTH_MALFORMED, "body must be a JSON object or a form")
         fields = body
+        if fields.get("grant_type") == "authorization_code":
+            self._auth.code_exchanges += 1
         for name in (*_STRING_FIELDS, *_STRING_FIELDS_REFRESH):
             if name in fields and not isinstance(fields[name], str):
                 raise OAuthFailure(replies.OAUTH_MALFORMED, f"{name} must be a string")
