@@ -74,7 +74,7 @@ async def _deliver_privately(context: CommandContext, url: str, missing_scopes: 
 
 async def show_authorized(services: Services, granted: AuthorizationGranted) -> None:
     """Turn the prompt into an "authorized" note. Best effort: the command goes on either way."""
-    prompt = granted.prompt
+    prompt = await services.flow.take_prompt(granted.prompt_key)
     if prompt is None:
         return
     stored = await services.authority.current(granted.tenant_key, granted.open_id)

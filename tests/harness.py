@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.app import RUNTIME, Runtime, create_app
+from bot.clock import Clock
 from bot.emulator import Emulator, EmulatorConfig
 from bot.emulator.server import start_emulator
 from bot.feishu.client import Retry
@@ -19,6 +22,25 @@ ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"
 TEAM = "oc_team00000000000000000000000001"
 ALICE_DM = "oc_p2palice000000000000000000001"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ManualClock:
+    """Wall-clock time that a test can move forward, shared by the bot and the emulator."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 def bot_settings(config: EmulatorConfig, emulator_url: str, store: Path, **overrides: Any) -> Settings:
@@ -45,6 +67,7 @@ class Harness:
     emulator_url: str
     settings: Settings
     emulator_runner: web.AppRunner
+    clock: Clock = time.time
     bot_url: str = ""
     bot_runner: web.AppRunner | None = None
     app: web.Application | None = None
@@ -58,16 +81,18 @@ class Harness:
     async def start_bot(self, *, start_workers: bool = True) -> None:
         self.app = create_app(
             self.settings,
+            clock=self.clock,
             start_workers=start_workers,
             retry_base_seconds=0.02,
             api_retry=Retry(attempts=3, base_seconds=0.01, cap_seconds=0.05),
         )
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        # A fixed port across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.
+        site = web.TCPSite(runner, "127.0.0.1", self.settings.bot_port)
         await site.start()
         self.bot_runner = runner
-        self.bot_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        self.bot_url = self.settings.bot_public_url
         self.emulator.webhook_url = f"{self.bot_url}/feishu/events"
 
     async def stop_bot(self) -> None:
@@ -81,7 +106,19 @@ class Harness:
         await self.emulator_runner.cleanup()
 
 
-async def open_harness(tmp_path: Path, config: EmulatorConfig | None = None, **overrides: Any) -> Harness:
+async def open_harness(
+    tmp_path: Path, config: EmulatorConfig | None = None, *, clock: Clock | None = None, **overrides: Any
+) -> Harness:
     emulator, runner, url = await start_emulator(config or EmulatorConfig())
+    if clock is not None:
+        emulator.clock = clock
+    port = free_port()
+    overrides = {"bot_port": port, "bot_public_url": f"http://127.0.0.1:{port}", **overrides}
     settings = bot_settings(emulator.config, url, tmp_path / "bot.db", **overrides)
-    return Harness(emulator=emulator, emulator_url=url, settings=settings, emulator_runner=runner)
+    return Harness(
+        emulator=emulator,
+        emulator_url=url,
+        settings=settings,
+        emulator_runner=runner,
+        clock=clock or time.time,
+    )

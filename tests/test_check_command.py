@@ -12,7 +12,7 @@ import pytest
 
 from bot.emulator import Emulator
 from bot.emulator.server import start_emulator
-from tests.test_durability import free_port
+from tests.harness import free_port
 
 
 @pytest.fixture

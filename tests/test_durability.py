@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import aiohttp
 
 from bot.emulator import Fault
 from bot.emulator.server import start_emulator
-from tests.harness import ALICE, BOB, TEAM, bot_settings, open_harness
+from tests.harness import ALICE, BOB, TEAM, bot_settings, free_port, open_harness
 
 
 async def test_restart_resumes_an_acknowledged_but_unhandled_event(tmp_path: Path) -> None:
@@ -55,12 +54,6 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         assert len(world.emulator.messages) == 1
     finally:
         await world.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:

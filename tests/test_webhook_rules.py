@@ -185,3 +185,10 @@ def test_any_body_gets_a_verdict_never_a_crash(body: bytes, signed: bool) -> Non
     except Rejected as refused:
         verdict = refused.status
     assert verdict in (400, 401, 403) or isinstance(verdict, (EventEnvelope, UrlVerification))
+
+
+def test_the_bots_own_event_types_are_refused_from_outside() -> None:
+    payload = event_v2(event_type="invite_bot.authorization_granted")
+    with pytest.raises(Rejected) as refused:
+        open_event_request({}, json.dumps(payload).encode(), PLAIN, NOW)
+    assert refused.value.status == 400

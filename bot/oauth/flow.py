@@ -32,6 +32,8 @@ log = structlog.get_logger("bot.oauth")
 
 STATE_NAMESPACE = "oauth_state"
 STATE_TTL_SECONDS = 600.0
+PROMPT_NAMESPACE = "oauth_prompt"
+PROMPT_TTL_SECONDS = 24 * 3600.0
 AUTHORIZE_PATH = "/open-apis/authen/v1/authorize"
 
 OutcomeKind = Literal["authorized", "denied", "unknown_state", "wrong_user", "exchange_failed", "bad_request"]
@@ -114,23 +116,27 @@ class AuthorizationFlow:
         return state, f"{self._accounts_url}{AUTHORIZE_PATH}?{query}"
 
     async def attach_prompt(self, state: str, prompt: Prompt) -> None:
-        """Remember where the prompt was shown, unless the state was already used or expired."""
-        now = self._clock()
-        stored = await self._store.get(STATE_NAMESPACE, _state_key(state), now=now)
-        if stored is None:
-            return
-        record = self._open(state, stored.value)
-        if record is None:
-            return
-        updated = record.model_copy(update={"prompt": prompt})
-        await self._store.compare_and_set(
-            STATE_NAMESPACE,
+        """Remember where the prompt was shown, to update it once the user has authorized.
+
+        Kept apart from the state, and read by the resumed event's handler: that handler runs in the
+        same chat's order, after the handler that sent the prompt, so it always finds this record even
+        when the user authorizes faster than this write.
+        """
+        await self._store.put(
+            PROMPT_NAMESPACE,
             _state_key(state),
-            self._seal(state, updated),
-            expected_version=stored.version,
-            expires_at=stored.expires_at,
-            now=now,
+            prompt.model_dump_json().encode(),
+            expires_at=self._clock() + PROMPT_TTL_SECONDS,
         )
+
+    async def take_prompt(self, state_key: str) -> Prompt | None:
+        taken = await self._store.take(PROMPT_NAMESPACE, state_key, now=self._clock())
+        if taken is None:
+            return None
+        try:
+            return Prompt.model_validate_json(taken.value)
+        except ValidationError:
+            return None
 
     async def complete(self, *, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
         if not state or len(state) > 200:
@@ -143,9 +149,9 @@ class AuthorizationFlow:
             if error is not None or not code:
                 log.info("user declined authorization", error=(error or "no code")[:60])
                 return CallbackOutcome("denied", 403)
-            return await self._exchange(record, code[:512])
+            return await self._exchange(record, code[:512], state)
 
-    async def _exchange(self, record: AuthorizationState, code: str) -> CallbackOutcome:
+    async def _exchange(self, record: AuthorizationState, code: str, state: str) -> CallbackOutcome:
         request = OAuthTokenRequest(
             grant_type="authorization_code",
             client_id=self._client.app_id,
@@ -176,10 +182,10 @@ class AuthorizationFlow:
         await self._tokens.replace(token)
         log.info("user authorized", scopes=" ".join(token.scopes))
         return CallbackOutcome(
-            "authorized", 200, signed_in_as=user.name, resume=self._resume_event(record, user.name)
+            "authorized", 200, signed_in_as=user.name, resume=self._resume_event(record, user.name, state)
         )
 
-    def _resume_event(self, record: AuthorizationState, name: str) -> EventEnvelope:
+    def _resume_event(self, record: AuthorizationState, name: str, state: str) -> EventEnvelope:
         """An inbox event that updates the prompt and runs the waiting command, in the user's chat."""
         event_id = "authz-" + hashlib.sha256(record.code_verifier.encode()).hexdigest()[:32]
         order = ordering_key(record.pending) if record.pending is not None else f"user:{record.open_id}"
@@ -195,7 +201,7 @@ class AuthorizationFlow:
                 open_id=record.open_id,
                 name=name,
                 locale=record.locale,
-                prompt=record.prompt,
+                prompt_key=_state_key(state),
                 pending=record.pending,
             ).model_dump(),
         )

@@ -64,7 +64,6 @@ class AuthorizationState(_Record):
     created_at: float
     # The command that needed the authorization; resumed through the inbox once it is granted.
     pending: EventEnvelope | None = None
-    prompt: Prompt | None = None
     locale: str = "zh_cn"
 
 
@@ -76,5 +75,6 @@ class AuthorizationGranted(_Record):
     open_id: str
     name: str = ""
     locale: str = "zh_cn"
-    prompt: Prompt | None = None
+    # Where to find the prompt to update (see AuthorizationFlow.attach_prompt).
+    prompt_key: str
     pending: EventEnvelope | None = None
