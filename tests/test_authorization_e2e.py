@@ -304,3 +304,20 @@ async def test_no_token_in_plaintext_in_store_files_or_logs(tmp_path: Path) -> N
     for token in tokens:
         assert token.encode() not in files
         assert token[:24] not in logs
+
+
+async def test_without_ephemeral_or_direct_message_the_prompt_is_public(
+    clocked: tuple[Harness, ManualClock],
+) -> None:
+    world, _ = clocked
+    world.emulator.add_fault(Fault(route="ephemeral", status=400, code=230002))
+    world.emulator.add_fault(
+        Fault(route="send", status=400, code=230013, msg="user has not chatted with the bot")
+    )
+    await world.emulator.say(ALICE, TEAM, "/login")
+    [prompt] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    assert prompt.reply_to is not None
+    # Anyone in the group sees this link, but it only works for Alice.
+    status, _ = await browse(world.emulator.authorize(prompt_url(prompt.content), as_user=BOB))
+    assert status == 403
+    assert await world.runtime.authority.current(world.emulator.config.tenant_key, BOB) is None
