@@ -1,0 +1,1 @@
+"""Benchmarks: run as scripts (`python bench/ack_latency.py`); never imported by the bot."""
