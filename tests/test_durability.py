@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.emulator import Fault
+from bot.emulator import Emulator, Fault
 from bot.emulator.server import start_emulator
 from tests.harness import ALICE, BOB, TEAM, bot_settings, free_port, open_harness
 
@@ -56,6 +56,23 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         await world.close()
 
 
+def serve_env(emulator: Emulator, url: str, folder: Path, port: int) -> dict[str, str]:
+    """The environment `invite-bot serve` reads, pointed at the emulator."""
+    settings = bot_settings(emulator.config, url, folder / "bot.db")
+    return {
+        **os.environ,
+        "FEISHU_APP_ID": settings.feishu_app_id,
+        "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
+        "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
+        "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
+        "FEISHU_DOMAIN": url,
+        "BOT_HOST": "127.0.0.1",
+        "BOT_PORT": str(port),
+        "BOT_STORE_URL": settings.bot_store_url,
+        "BOT_SECRET_KEY": "k" * 40,
+    }
+
+
 async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -83,20 +100,8 @@ async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Pa
     """SIGKILL while the reply is in flight: the event is resumed, and the reply's uuid stops a twin."""
     emulator, runner, url = await start_emulator()
     try:
-        settings = bot_settings(emulator.config, url, tmp_path / "bot.db")
         port = free_port()
-        env = {
-            **os.environ,
-            "FEISHU_APP_ID": settings.feishu_app_id,
-            "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
-            "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
-            "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
-            "FEISHU_DOMAIN": url,
-            "BOT_HOST": "127.0.0.1",
-            "BOT_PORT": str(port),
-            "BOT_STORE_URL": settings.bot_store_url,
-            "BOT_SECRET_KEY": "k" * 40,
-        }
+        env = serve_env(emulator, url, tmp_path, port)
         emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
         # The emulator records the reply, then holds the answer: the bot dies before it learns the outcome.
         emulator.add_fault(Fault(route="reply", status=None, delay_seconds=3))
@@ -131,20 +136,8 @@ async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Pa
 async def test_sigterm_lets_running_work_finish(tmp_path: Path) -> None:
     emulator, runner, url = await start_emulator()
     try:
-        settings = bot_settings(emulator.config, url, tmp_path / "bot.db")
         port = free_port()
-        env = {
-            **os.environ,
-            "FEISHU_APP_ID": settings.feishu_app_id,
-            "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
-            "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
-            "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
-            "FEISHU_DOMAIN": url,
-            "BOT_HOST": "127.0.0.1",
-            "BOT_PORT": str(port),
-            "BOT_STORE_URL": settings.bot_store_url,
-            "BOT_SECRET_KEY": "k" * 40,
-        }
+        env = serve_env(emulator, url, tmp_path, port)
         emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
         emulator.add_fault(Fault(route="reply", status=None, delay_seconds=1.0))
         process = await start_serve(env)
