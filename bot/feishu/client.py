@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import structlog
@@ -196,7 +196,7 @@ class FeishuClient:
         path_params: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         body: BaseModel | None = None,
-        auth: str | None = "tenant",
+        auth: Literal["tenant", "user"] | None = "tenant",
         user_access_token: str | None = None,
         extra_limits: Sequence[tuple[str, Sequence[Limit]]] = (),
         retry_transient: bool = True,
@@ -209,8 +209,9 @@ class FeishuClient:
         url = self._domain + endpoint.path.format(**(path_params or {}))
         payload = None if body is None else body.model_dump_json(exclude_none=True).encode()
         token_refetched = False
-        last_error: FeishuApiError | None = None
-        for attempt in range(1, self._retry.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             await self._limiter.acquire(endpoint.name, endpoint.limits)
             for key, limits in extra_limits:
                 await self._limiter.acquire(key, limits)
@@ -220,73 +221,51 @@ class FeishuClient:
                 headers["Authorization"] = f"Bearer {token}"
             started = time.perf_counter()
             try:
-                outcome = await self._send(endpoint, url, params, payload, headers)
+                status, response_headers, data = await self._send(endpoint, url, params, payload, headers)
             finally:
                 self._metrics.api_latency.labels(endpoint.name).observe(time.perf_counter() - started)
-            status, response_headers, data = outcome
-            log_id = response_headers.get(LOG_ID_HEADER, "") or _log_id_in(data)
-            code = _code_in(data)
+            outcome = _interpret(endpoint, response_model, status, response_headers, data)
+            if not isinstance(outcome, FeishuApiError):
+                self._metrics.api_calls.labels(endpoint.name, "ok").inc()
+                return outcome
             if (
                 auth == "tenant"
                 and token is not None
-                and code in TENANT_TOKEN_INVALID
+                and outcome.code in TENANT_TOKEN_INVALID
                 and not token_refetched
             ):
-                # The token was revoked or rotated early: fetch a new one and try once more at once.
+                # Revoked or rotated early: fetch a new token and try once more at once (not an attempt).
                 self.tenant_tokens.invalidate(token)
                 token_refetched = True
+                attempt -= 1
                 continue
-            if code == 0 and status < 400 and data is not None:
-                try:
-                    parsed = response_model.model_validate(data)
-                except ValidationError:
-                    last_error = FeishuApiError(
-                        UNREADABLE_RESPONSE,
-                        "unexpected response shape",
-                        log_id=log_id,
-                        http_status=status,
-                        endpoint=endpoint.name,
-                    )
-                    break
-                self._metrics.api_calls.labels(endpoint.name, "ok").inc()
-                return parsed
-            last_error = FeishuApiError(
-                code
-                if code is not None
-                else (UNAVAILABLE if status >= 500 or status == 0 else UNREADABLE_RESPONSE),
-                _msg_in(data) or (f"HTTP {status}" if status else "network error"),
-                log_id=log_id,
-                http_status=status,
-                endpoint=endpoint.name,
-                missing_scopes=_missing_scopes_in(data),
-            )
-            retryable = retry_transient and (last_error.transient or status == 429)
-            if not retryable or attempt == self._retry.attempts:
-                break
+            retryable = retry_transient and (outcome.transient or status == 429)
+            if not retryable or attempt >= self._retry.attempts:
+                self._metrics.api_calls.labels(endpoint.name, str(outcome.code)).inc()
+                log.warning(
+                    "feishu call failed",
+                    endpoint=endpoint.name,
+                    code=outcome.code,
+                    msg=outcome.msg,
+                    http_status=outcome.http_status,
+                    log_id=outcome.log_id,
+                )
+                raise outcome
             delay = self._backoff(attempt, response_headers.get(RATE_LIMIT_RESET_HEADER))
             log.warning(
                 "feishu call failed; retrying",
                 endpoint=endpoint.name,
-                code=last_error.code,
+                code=outcome.code,
                 http_status=status,
-                log_id=log_id,
+                log_id=outcome.log_id,
                 retry_in=round(delay, 2),
                 attempt=attempt,
             )
             await self._sleep(delay)
-        assert last_error is not None
-        self._metrics.api_calls.labels(endpoint.name, str(last_error.code)).inc()
-        log.warning(
-            "feishu call failed",
-            endpoint=endpoint.name,
-            code=last_error.code,
-            msg=last_error.msg,
-            http_status=last_error.http_status,
-            log_id=last_error.log_id,
-        )
-        raise last_error
 
-    async def _token_for(self, auth: str | None, user_access_token: str | None) -> str | None:
+    async def _token_for(
+        self, auth: Literal["tenant", "user"] | None, user_access_token: str | None
+    ) -> str | None:
         if auth == "tenant":
             return await self.tenant_tokens.get()
         if auth == "user":
@@ -324,6 +303,39 @@ class FeishuClient:
                 pass
         delay = min(self._retry.cap_seconds, self._retry.base_seconds * 2.0 ** (attempt - 1))
         return delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+
+
+def _interpret(
+    endpoint: Endpoint,
+    response_model: type[R],
+    status: int,
+    headers: Mapping[str, str],
+    data: dict[str, Any] | None,
+) -> R | FeishuApiError:
+    """A parsed success, or the error that describes the failure (status 0: no answer at all)."""
+    log_id = headers.get(LOG_ID_HEADER, "") or _log_id_in(data)
+    code = _code_in(data)
+    if code == 0 and status < 400 and data is not None:
+        try:
+            return response_model.model_validate(data)
+        except ValidationError:
+            return FeishuApiError(
+                UNREADABLE_RESPONSE,
+                "unexpected response shape",
+                log_id=log_id,
+                http_status=status,
+                endpoint=endpoint.name,
+            )
+    if code is None:
+        code = UNAVAILABLE if status >= 500 or status == 0 else UNREADABLE_RESPONSE
+    return FeishuApiError(
+        code,
+        _msg_in(data) or (f"HTTP {status}" if status else "network error"),
+        log_id=log_id,
+        http_status=status,
+        endpoint=endpoint.name,
+        missing_scopes=_missing_scopes_in(data),
+    )
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
