@@ -17,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from bot.clock import Clock, system_clock
-from bot.feishu.events import EventEnvelope, dedupe_key, ordering_key
+from bot.feishu.events import EventEnvelope, MalformedEvent, dedupe_key, ordering_key
 from bot.metrics import Metrics
 from bot.store import InboxItem, Store
 
@@ -27,10 +27,15 @@ EventHandler = Callable[[EventEnvelope], Awaitable[None]]
 
 _HOUSEKEEPING_SECONDS = 60.0
 _MAX_ERROR_TEXT = 500
+_BOOKKEEPING_ATTEMPTS = 6
 
 
 class PermanentFailure(Exception):
     """Raised by a handler when retrying cannot help (the event can never be handled)."""
+
+
+class UnstorableEvent(ValueError):
+    """A well-formed envelope whose content cannot be keyed or stored (say, a message without an id)."""
 
 
 class Inbox:
@@ -61,14 +66,21 @@ class Inbox:
         self._dispatcher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._stopping = False
+        self._last_housekeeping = 0.0
 
     async def accept(self, envelope: EventEnvelope) -> bool:
         """Persist one delivery; True if it is new, False if it was a duplicate (already seen)."""
+        try:
+            keys = dedupe_key(envelope), ordering_key(envelope)
+            # ValueError covers pydantic's serialization error, e.g. a lone surrogate in a string.
+            payload = envelope.model_dump_json()
+        except (MalformedEvent, ValueError) as error:
+            raise UnstorableEvent(str(error)[:200]) from None
         now = self._clock()
         fresh = await self._store.accept_event(
-            dedupe_key=dedupe_key(envelope),
-            ordering_key=ordering_key(envelope),
-            payload=envelope.model_dump_json(),
+            dedupe_key=keys[0],
+            ordering_key=keys[1],
+            payload=payload,
             now=now,
             dedupe_until=now + self._dedupe_ttl,
         )
@@ -93,7 +105,8 @@ class Inbox:
             # A flag, not a cancellation: the dispatcher ends between claims, never half-way through one.
             self._stopping = True
             self._wake.set()
-            await self._dispatcher
+            with contextlib.suppress(Exception):
+                await self._dispatcher
             self._dispatcher = None
         if self._running:
             _, late = await asyncio.wait(set(self._running), timeout=grace_seconds)
@@ -111,29 +124,44 @@ class Inbox:
             await self._idle.wait()
 
     async def _dispatch(self) -> None:
-        last_housekeeping = 0.0
+        """Claim and start due events until stopped. A store failure is logged and retried: the
+        dispatcher must never die quietly while the webhook keeps acknowledging events."""
+        failures = 0
         while not self._stopping:
-            self._wake.clear()
-            now = self._clock()
-            free = self._workers - len(self._running)
-            if free > 0:
-                for item in await self._store.claim_events(now=now, limit=free):
-                    task = asyncio.create_task(self._run(item), name=f"inbox-event-{item.id}")
-                    self._running.add(task)
-            if time.monotonic() - last_housekeeping > _HOUSEKEEPING_SECONDS:
-                last_housekeeping = time.monotonic()
-                await self._housekeeping(now)
-            due = await self._store.next_due_at(after=now)
-            if not self._running and due is None:
-                stats = await self._store.inbox_stats()
-                if stats.pending == 0:
-                    self._idle.set()
-            timeout = (
-                _HOUSEKEEPING_SECONDS if due is None else min(_HOUSEKEEPING_SECONDS, max(0.0, due - now))
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            try:
+                await self._dispatch_once()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                delay = min(30.0, 0.5 * 2.0**failures)
+                log.error(
+                    "inbox dispatcher failed; retrying",
+                    error=f"{type(error).__name__}: {error}"[:200],
+                    retry_in=delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
+    async def _dispatch_once(self) -> None:
+        """One round: start what is due, tidy up now and then, then sleep until woken or due."""
+        self._wake.clear()
+        now = self._clock()
+        free = self._workers - len(self._running)
+        if free > 0:
+            for item in await self._store.claim_events(now=now, limit=free):
+                task = asyncio.create_task(self._run(item), name=f"inbox-event-{item.id}")
+                self._running.add(task)
+        if time.monotonic() - self._last_housekeeping > _HOUSEKEEPING_SECONDS:
+            self._last_housekeeping = time.monotonic()
+            await self._housekeeping(now)
+        due = await self._store.next_due_at(after=now)
+        if not self._running and due is None and (await self._store.inbox_stats()).pending == 0:
+            self._idle.set()
+        timeout = _HOUSEKEEPING_SECONDS if due is None else min(_HOUSEKEEPING_SECONDS, max(0.0, due - now))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     async def _housekeeping(self, now: float) -> None:
         await self._store.purge_expired(now=now)
@@ -155,8 +183,17 @@ class Inbox:
         try:
             envelope = EventEnvelope.model_validate_json(item.payload)
         except ValidationError:
-            await self._store.bury_event(item.id, error="stored payload unreadable", now=self._clock())
+            await self._bookkeep(
+                self._store.bury_event, item.id, error="stored payload unreadable", now=self._clock()
+            )
             log.error("event dead", inbox_id=item.id, reason="stored payload unreadable")
+            return
+        if item.attempts > self._max_attempts:
+            # Claimed this often without ever finishing: each attempt took the process down with it.
+            reason = "never finished: the process stopped during every attempt"
+            await self._bookkeep(self._store.bury_event, item.id, error=reason, now=self._clock())
+            self._metrics.events_dead.labels(envelope.event_type).inc()
+            log.error("event dead", event_id=envelope.event_id, attempts=item.attempts, reason=reason)
             return
         event_type = envelope.event_type
         with structlog.contextvars.bound_contextvars(event_id=envelope.event_id, event_type=event_type):
@@ -168,20 +205,40 @@ class Inbox:
                 self._metrics.events_failed.labels(event_type).inc()
                 await self._after_failure(item, event_type, error)
             else:
-                await self._store.complete_event(item.id)
+                await self._bookkeep(self._store.complete_event, item.id)
                 self._metrics.events_handled.labels(event_type).inc()
+
+    async def _bookkeep(self, write: Callable[..., Awaitable[None]], item_id: int, **fields: object) -> None:
+        """Record an event's outcome, retrying a failing store for a while.
+
+        If the store stays down the event remains claimed; the next start resumes it (its reply's uuid
+        keeps Feishu from showing that reply twice).
+        """
+        for attempt in range(1, _BOOKKEEPING_ATTEMPTS + 1):
+            try:
+                await write(item_id, **fields)
+                return
+            except Exception as error:
+                if attempt == _BOOKKEEPING_ATTEMPTS:
+                    log.error(
+                        "could not record an event's outcome", inbox_id=item_id, error=type(error).__name__
+                    )
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
 
     async def _after_failure(self, item: InboxItem, event_type: str, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
         if isinstance(error, PermanentFailure) or item.attempts >= self._max_attempts:
-            await self._store.bury_event(item.id, error=reason, now=self._clock())
+            await self._bookkeep(self._store.bury_event, item.id, error=reason, now=self._clock())
             self._metrics.events_dead.labels(event_type).inc()
             log.error("event dead", attempts=item.attempts, reason=reason)
             return
         # Exponential backoff with jitter, so a failing dependency is not hammered in lockstep.
         delay = min(self._retry_cap, self._retry_base * 2 ** (item.attempts - 1))
         delay *= random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
-        await self._store.retry_event(item.id, error=reason, next_attempt_at=self._clock() + delay)
+        await self._bookkeep(
+            self._store.retry_event, item.id, error=reason, next_attempt_at=self._clock() + delay
+        )
         log.warning(
             "event failed; will retry", attempts=item.attempts, retry_in=round(delay, 2), reason=reason
         )

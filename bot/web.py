@@ -9,10 +9,11 @@ import structlog
 from aiohttp import web
 
 from bot.clock import Clock
-from bot.feishu.events import EventEnvelope, UrlVerification
+from bot.feishu.events import CARD_ACTION_TRIGGER, MESSAGE_RECEIVE, EventEnvelope, UrlVerification
 from bot.feishu.webhook import Rejected, WebhookSecrets, open_event_request
+from bot.inbox import UnstorableEvent
 from bot.metrics import Metrics
-from bot.oauth.flow import AuthorizationFlow
+from bot.oauth.flow import AuthorizationFlow, CallbackOutcome
 from bot.oauth.pages import render
 
 log = structlog.get_logger("bot.web")
@@ -21,6 +22,13 @@ MAX_BODY_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
 
 Accept = Callable[[EventEnvelope], Awaitable[bool]]
+
+# Metric labels stay a small fixed set whatever event types a sender makes up.
+_LABELLED_TYPES = frozenset({MESSAGE_RECEIVE, CARD_ACTION_TRIGGER})
+
+
+def _type_label(event_type: str) -> str:
+    return event_type if event_type in _LABELLED_TYPES else "other"
 
 
 async def read_capped_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -59,14 +67,18 @@ class EventIntake:
         with structlog.contextvars.bound_contextvars(event_id=opened.event_id, event_type=opened.event_type):
             try:
                 fresh = await self._accept(opened)
+            except UnstorableEvent as error:
+                self._metrics.events_rejected.labels("400").inc()
+                log.info("webhook request refused", status=400, reason=f"malformed event: {error}")
+                return web.json_response({"msg": f"malformed event: {error}"}, status=400)
             except Exception as error:
                 # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
                 log.error("event could not be stored", error=type(error).__name__)
                 return web.json_response({"msg": "temporarily unavailable"}, status=503)
             if fresh:
-                self._metrics.events_received.labels(opened.event_type).inc()
+                self._metrics.events_received.labels(_type_label(opened.event_type)).inc()
             else:
-                self._metrics.events_deduplicated.labels(opened.event_type).inc()
+                self._metrics.events_deduplicated.labels(_type_label(opened.event_type)).inc()
                 log.info("duplicate delivery dropped")
         self._metrics.ack_latency.observe(time.perf_counter() - started)
         return web.json_response({"msg": "success"})
@@ -81,9 +93,13 @@ class OAuthCallback:
 
     async def handle(self, request: web.Request) -> web.Response:
         query = request.query
-        outcome = await self._flow().complete(
-            state=query.get("state"), code=query.get("code"), error=query.get("error")
-        )
+        try:
+            outcome = await self._flow().complete(
+                state=query.get("state"), code=query.get("code"), error=query.get("error")
+            )
+        except Exception as error:
+            log.error("authorization callback failed", error=type(error).__name__)
+            outcome = CallbackOutcome("unavailable", 503)
         if outcome.resume is not None:
             try:
                 await self._accept(outcome.resume)
@@ -122,6 +138,7 @@ def add_routes(app: web.Application, intake: EventIntake, callback: OAuthCallbac
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
     app.router.add_post("/feishu/events", intake.handle)
-    app.router.add_get("/oauth/callback", callback.handle)
+    # No HEAD: a link previewer's HEAD must not spend the user's one-time code.
+    app.router.add_get("/oauth/callback", callback.handle, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)

@@ -54,6 +54,8 @@ async def _deliver_privately(context: CommandContext, url: str, missing_scopes: 
         )
         return Prompt(chat_id=message.chat_id, message_id=ephemeral_id, kind="ephemeral")
     except FeishuApiError as error:
+        if error.transient:
+            raise  # a blip, not a refusal: the inbox retries rather than going less private
         log.info("ephemeral prompt refused; trying a direct message", code=error.code, log_id=error.log_id)
     try:
         sent = await client.send_message(
@@ -67,6 +69,8 @@ async def _deliver_privately(context: CommandContext, url: str, missing_scopes: 
         )
         return Prompt(chat_id=sent.chat_id, message_id=sent.message_id, kind="direct")
     except FeishuApiError as error:
+        if error.transient:
+            raise
         log.info("direct prompt refused; asking in the chat", code=error.code, log_id=error.log_id)
     sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose="authorize")
     return Prompt(chat_id=message.chat_id, message_id=sent.message_id, kind="public")

@@ -15,7 +15,9 @@ import pytest
 
 from bot.emulator import EmulatorConfig, Fault
 from bot.emulator.config import DirectoryChat
+from bot.feishu.errors import SCOPE_NOT_GRANTED, FeishuApiError
 from bot.logs import configure_logging
+from bot.oauth.authority import AuthorizationRequired
 from tests.harness import ALICE, ALICE_DM, BOB, TEAM, Harness, ManualClock, open_harness
 
 # Five group chats with Alice and Bob in each, for commands that really run at the same time.
@@ -152,6 +154,11 @@ async def test_someone_else_finishing_the_link_stores_nothing_and_acts_for_nobod
     assert await world.runtime.authority.current(tenant, BOB) is None
     await world.runtime.inbox.wait_idle(5)
     assert world.emulator.messages == []
+    # Bob's attempt did not spend Alice's link: she can still finish it, and her command runs.
+    status, _ = await browse(world.emulator.authorize(alices_link, as_user=ALICE))
+    assert status == 200
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    assert "Alice" in str(reply.content)
 
 
 async def test_five_commands_at_once_after_expiry_refresh_exactly_once(
@@ -321,3 +328,54 @@ async def test_without_ephemeral_or_direct_message_the_prompt_is_public(
     status, _ = await browse(world.emulator.authorize(prompt_url(prompt.content), as_user=BOB))
     assert status == 403
     assert await world.runtime.authority.current(world.emulator.config.tenant_key, BOB) is None
+
+
+async def test_token_expired_at_feishu_before_our_clock_says_so_is_refreshed_and_retried(
+    clocked: tuple[Harness, ManualClock],
+) -> None:
+    world, clock = clocked
+    await authorize(world, ALICE)
+    await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    # Feishu's clock runs ahead: it has expired the access token (99991677), ours has not.
+    world.emulator.clock = lambda: clock() + 7300
+    await world.emulator.say(ALICE, TEAM, "/login", timestamp=str(int(clock())))
+    replies = await world.emulator.wait_for_messages(2, chat_id=TEAM)
+    assert "authorized until" in str(replies[1].content)
+    assert world.emulator.refreshes == 1
+    assert world.emulator.refresh_token_reuses == 0
+
+
+async def test_a_refresh_that_feishu_asks_to_retry_is_retried(clocked: tuple[Harness, ManualClock]) -> None:
+    world, clock = clocked
+    await authorize(world, ALICE)
+    await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    world.emulator.add_fault(Fault(route="user_token", status=500, code=20050, msg="server_error"))
+    clock.advance(7200 - 60)
+    await world.emulator.say(ALICE, TEAM, "/login")
+    replies = await world.emulator.wait_for_messages(2, chat_id=TEAM)
+    assert "authorized until" in str(replies[1].content)
+    assert world.emulator.refreshes == 1
+    token_calls = [r for r in world.emulator.requests if r.path == "/open-apis/authen/v2/oauth/token"]
+    assert len(token_calls) == 3  # the code exchange, the refused refresh, the retried refresh
+
+
+async def test_a_scope_the_user_has_not_granted_asks_for_exactly_that_scope(
+    clocked: tuple[Harness, ManualClock],
+) -> None:
+    world, _ = clocked
+    await authorize(world, ALICE)
+    await world.emulator.wait_for_messages(1, chat_id=TEAM)
+
+    async def needs_more(access_token: str) -> None:
+        raise FeishuApiError(
+            SCOPE_NOT_GRANTED, "scope not granted", missing_scopes=("contact:user.id:readonly",)
+        )
+
+    with pytest.raises(AuthorizationRequired) as required:
+        await world.runtime.authority.call_as(world.emulator.config.tenant_key, ALICE, needs_more)
+    assert required.value.missing_scopes == ("contact:user.id:readonly",)
+    _, url = await world.runtime.flow.begin(
+        world.emulator.config.tenant_key, ALICE, pending=None, extra_scopes=required.value.missing_scopes
+    )
+    scope = parse_qs(urlsplit(url).query)["scope"][0].split()
+    assert scope == ["vc:meeting", "vc:meeting:readonly", "offline_access", "contact:user.id:readonly"]

@@ -39,8 +39,10 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         await world.start_bot()
         # Each of the 3 inbox attempts is refused once (230099 is not transient: no API-level retry).
         world.emulator.add_fault(Fault(route="reply", status=400, code=230099, msg="card broken", times=3))
-        assert (await world.emulator.say(ALICE, TEAM, "/help")).status == 200
-        await world.emulator.say(BOB, TEAM, "/help")
+        alices = world.emulator.build_say_event(ALICE, TEAM, "/help")
+        bobs = world.emulator.build_say_event(BOB, TEAM, "/help")
+        assert (await world.emulator.push(alices)).status == 200
+        assert (await world.emulator.push(bobs)).status == 200
         [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
         await world.runtime.inbox.wait_idle(10)
         dead = await world.runtime.store.dead_events()
@@ -49,8 +51,10 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         assert "code=230099" in reason
         assert "log_id=" in reason
         assert "log_id=-" not in reason
-        assert ALICE in item.payload
-        assert reply.reply_to != item.dedupe_key  # Bob's message was answered after Alice's died
+        assert item.dedupe_key == "message:" + alices["event"]["message"]["message_id"]
+        assert ALICE in item.payload  # kept whole, for an operator to read
+        # The chat went on: Bob's message, queued behind Alice's, got its answer.
+        assert reply.reply_to == bobs["event"]["message"]["message_id"]
         assert len(world.emulator.messages) == 1
     finally:
         await world.close()

@@ -55,20 +55,26 @@ class PayloadCipher:
         return base64.b64encode(iv + encryptor.update(padded) + encryptor.finalize()).decode()
 
 
+def _utf8(text: str) -> bytes:
+    # surrogatepass: header values and JSON strings from outside may hold lone surrogates (aiohttp
+    # decodes bad header bytes that way); they must compare unequal, never raise.
+    return text.encode("utf-8", "surrogatepass")
+
+
 def event_signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     """`X-Lark-Signature` of an event or a `card.action.trigger` callback."""
-    digest = hashlib.sha256((timestamp + nonce + encrypt_key).encode())
+    digest = hashlib.sha256(_utf8(timestamp + nonce + encrypt_key))
     digest.update(body)
     return digest.hexdigest()
 
 
 def card_signature_v1(timestamp: str, nonce: str, verification_token: str, body: bytes) -> str:
     """`X-Lark-Signature` of a legacy card callback (`POST /feishu/card`)."""
-    digest = hashlib.sha1((timestamp + nonce + verification_token).encode())  # noqa: S324 - Feishu's choice
+    digest = hashlib.sha1(_utf8(timestamp + nonce + verification_token))  # noqa: S324 - Feishu's choice
     digest.update(body)
     return digest.hexdigest()
 
 
 def constant_time_equal(given: str, expected: str) -> bool:
     """Compare secrets without leaking, through timing, how many leading characters matched."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return hmac.compare_digest(_utf8(given), _utf8(expected))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
@@ -39,8 +40,10 @@ T = TypeVar("T")
 # Refresh this long before the access token expires, so a call never starts with a dying token.
 REFRESH_MARGIN_SECONDS = 300.0
 _LEASE_NAMESPACE = "lease"
-_LEASE_SECONDS = 30.0
-_LEASE_WAIT_SECONDS = 20.0
+# Longer than the slowest refresh (3 attempts of at most 10 s each, plus backoff), so a lease cannot
+# lapse while its holder is still refreshing.
+_LEASE_SECONDS = 120.0
+_LEASE_WAIT_SECONDS = _LEASE_SECONDS + 5.0
 _REFRESH_ATTEMPTS = 3
 
 
@@ -77,6 +80,21 @@ def token_from_response(
     )
 
 
+class _TokenRefused(Exception):
+    """Feishu answered 99991668 or 99991677: this access token is not (or no longer) accepted."""
+
+
+async def _as_user(call: Callable[[str], Awaitable[T]], access_token: str) -> T:
+    try:
+        return await call(access_token)
+    except FeishuApiError as error:
+        if error.code == SCOPE_NOT_GRANTED:
+            raise AuthorizationRequired("scope not granted", error.missing_scopes) from None
+        if error.code in USER_TOKEN_EXPIRED:
+            raise _TokenRefused from None
+        raise
+
+
 class UserAuthority:
     def __init__(
         self,
@@ -92,7 +110,8 @@ class UserAuthority:
         self._store = store
         self._clock = clock
         self._sleep = sleep
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Weak: a user's lock lives while someone holds or waits for it, not forever.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Who holds a lease: unique per process, so a lease is never mistaken for one's own.
         self._owner = secrets.token_hex(8).encode()
 
@@ -111,25 +130,18 @@ class UserAuthority:
         if token is None:
             raise AuthorizationRequired("not authorized")
         try:
-            return await call(token.access_token)
-        except FeishuApiError as error:
-            if error.code == SCOPE_NOT_GRANTED:
-                raise AuthorizationRequired("scope not granted", error.missing_scopes) from None
-            if error.code not in USER_TOKEN_EXPIRED:
-                raise
+            return await _as_user(call, token.access_token)
+        except _TokenRefused:
+            pass
         refreshed = await self.refresh(tenant_key, open_id, stale_access_token=token.access_token)
         if refreshed is None:
             raise AuthorizationRequired("authorization ended")
         try:
-            return await call(refreshed.access_token)
-        except FeishuApiError as error:
-            if error.code == SCOPE_NOT_GRANTED:
-                raise AuthorizationRequired("scope not granted", error.missing_scopes) from None
-            if error.code in USER_TOKEN_EXPIRED:
-                # Refused even fresh from a refresh: Feishu no longer honours this authorization.
-                await self._tokens.delete(tenant_key, open_id)
-                raise AuthorizationRequired("token refused after refresh") from None
-            raise
+            return await _as_user(call, refreshed.access_token)
+        except _TokenRefused:
+            # Refused even fresh from a refresh: Feishu no longer honours this authorization.
+            await self._tokens.delete(tenant_key, open_id)
+            raise AuthorizationRequired("token refused after refresh") from None
 
     async def forget(self, tenant_key: str, open_id: str) -> bool:
         return await self._tokens.delete(tenant_key, open_id)
@@ -137,7 +149,9 @@ class UserAuthority:
     async def refresh(self, tenant_key: str, open_id: str, *, stale_access_token: str) -> UserToken | None:
         """Replace `stale_access_token`, unless someone already did; None when the authorization is gone."""
         key = f"{tenant_key}/{open_id}"
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
         async with lock, self._lease(key):
             now = self._clock()
             stored = await self._tokens.get(tenant_key, open_id, now=now)
@@ -150,29 +164,40 @@ class UserAuthority:
                 await self._tokens.delete(tenant_key, open_id)
                 log.info("authorization expired; the user must authorize again", open_id=open_id)
                 return None
-            try:
-                response = await self._refresh_call(token.refresh_token)
-            except FeishuApiError as error:
-                if error.code in AUTHORIZATION_GONE:
-                    await self._tokens.delete(tenant_key, open_id)
-                    log.info("authorization revoked or used up", open_id=open_id, code=error.code)
-                    return None
-                raise
-            fresh = token_from_response(
-                response,
-                tenant_key=tenant_key,
-                open_id=open_id,
-                name=token.name,
-                authorized_at=token.authorized_at,
-                now=self._clock(),
-            )
-            # Written before anyone uses it: the old refresh token is already dead at Feishu.
-            if not await self._tokens.put(fresh, expected_version=stored.version, now=self._clock()):
-                log.error("token record changed during a refresh; keeping the newer one", open_id=open_id)
-                latest = await self._tokens.get(tenant_key, open_id, now=self._clock())
-                return None if latest is None else latest.token
-            log.info("user token refreshed", open_id=open_id)
+            # Shielded: once Feishu has rotated the pair, a cancelled caller (say, at shutdown) must
+            # not stop the new pair from being saved, or the user would have to authorize again.
+            return await asyncio.shield(self._rotate(token, stored.version))
+
+    async def _rotate(self, token: UserToken, version: int) -> UserToken | None:
+        """Spend the refresh token, then save the new pair before anyone uses it."""
+        assert token.refresh_token is not None
+        try:
+            response = await self._refresh_call(token.refresh_token)
+        except FeishuApiError as error:
+            if error.code in AUTHORIZATION_GONE:
+                await self._tokens.delete(token.tenant_key, token.open_id)
+                log.info("authorization revoked or used up", open_id=token.open_id, code=error.code)
+                return None
+            raise
+        fresh = token_from_response(
+            response,
+            tenant_key=token.tenant_key,
+            open_id=token.open_id,
+            name=token.name,
+            authorized_at=token.authorized_at,
+            now=self._clock(),
+        )
+        if await self._tokens.put(fresh, expected_version=version, now=self._clock()):
+            log.info("user token refreshed", open_id=token.open_id)
             return fresh
+        latest = await self._tokens.get(token.tenant_key, token.open_id, now=self._clock())
+        if latest is None:
+            # The record vanished meanwhile; the pair in hand is the only valid one, so keep it.
+            await self._tokens.put(fresh, expected_version=None, now=self._clock())
+            return fresh
+        # Someone wrote a newer authorization (the user signed in again): that one wins.
+        log.warning("token record changed during a refresh; keeping the newer one", open_id=token.open_id)
+        return latest.token
 
     async def _refresh_call(self, refresh_token: str) -> OAuthTokenResponse:
         request = OAuthTokenRequest(
@@ -214,4 +239,5 @@ class UserAuthority:
         try:
             yield
         finally:
-            await self._store.delete(_LEASE_NAMESPACE, name)
+            # Only our own lease: had it lapsed and been taken, deleting it would let a third in.
+            await self._store.delete_if(_LEASE_NAMESPACE, name, self._owner)

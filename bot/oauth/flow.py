@@ -36,7 +36,9 @@ PROMPT_NAMESPACE = "oauth_prompt"
 PROMPT_TTL_SECONDS = 24 * 3600.0
 AUTHORIZE_PATH = "/open-apis/authen/v1/authorize"
 
-OutcomeKind = Literal["authorized", "denied", "unknown_state", "wrong_user", "exchange_failed", "bad_request"]
+OutcomeKind = Literal[
+    "authorized", "denied", "unknown_state", "wrong_user", "exchange_failed", "bad_request", "unavailable"
+]
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,13 @@ class AuthorizationFlow:
             if error is not None or not code:
                 log.info("user declined authorization", error=(error or "no code")[:60])
                 return CallbackOutcome("denied", 403)
-            return await self._exchange(record, code[:512], state)
+            outcome = await self._exchange(record, code[:512], state)
+            if outcome.kind == "wrong_user" and taken is not None:
+                # The link is still its owner's to use: someone else's sign-in must not spend it.
+                await self._store.put(
+                    STATE_NAMESPACE, _state_key(state), taken.value, expires_at=taken.expires_at
+                )
+            return outcome
 
     async def _exchange(self, record: AuthorizationState, code: str, state: str) -> CallbackOutcome:
         request = OAuthTokenRequest(

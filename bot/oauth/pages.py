@@ -52,10 +52,11 @@ def render(outcome: CallbackOutcome) -> str:
             "🚫",
             "这个链接属于别人",
             f"你以 {who} 的身份登录了飞书，但这个授权链接是发给另一个人的。"
-            f"没有保存任何内容。请让链接的主人自己打开它。{_BACK_ZH}",
+            f"没有保存任何内容，链接仍然归原主人使用。请让链接的主人自己打开它。{_BACK_ZH}",
             "This link belongs to someone else",
             f"You signed in to Feishu as {who}, but this authorization "
-            f"link was made for another person. Nothing was kept. Ask them to open it themselves. {_BACK_EN}",
+            f"link was made for another person. Nothing was kept, and the link still works for its owner. "
+            f"Ask them to open it themselves. {_BACK_EN}",
         ),
         "exchange_failed": (
             "⚠️",
@@ -65,6 +66,14 @@ def render(outcome: CallbackOutcome) -> str:
             "Authorization did not complete",
             f"Feishu did not accept this authorization (code {outcome.code}, "
             f"log_id {escape(outcome.log_id) or '-'}). Send the command again in Feishu to retry. {_BACK_EN}",
+        ),
+        "unavailable": (
+            "⚠️",
+            "暂时无法完成",
+            f"服务暂时不可用，请稍后在飞书里重新发送命令。{_BACK_ZH}",
+            "Not available right now",
+            f"The bot could not finish this just now. Send the command again in "
+            f"Feishu in a little while. {_BACK_EN}",
         ),
         "bad_request": (
             "⚠️",

@@ -242,6 +242,14 @@ class SqliteStore:
     async def delete(self, namespace: str, key: str) -> bool:
         return await self._one("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key)) > 0
 
+    async def delete_if(self, namespace: str, key: str, value: bytes) -> bool:
+        return (
+            await self._one(
+                "DELETE FROM kv WHERE namespace = ? AND key = ? AND value = ?", (namespace, key, value)
+            )
+            > 0
+        )
+
     async def close(self) -> None:
         # aiosqlite runs its queue in order, so writes already handed over finish before the close.
         await self._db.close()
