@@ -24,7 +24,7 @@ MIN_SECRET_KEY_BYTES = 32
 def _http_url(value: str, name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http(s) URL such as https://example.com, got {value!r}")
+        raise ValueError("must be an http(s) URL such as https://example.com")
     return value.rstrip("/")
 
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     bot_store_url: str = "sqlite:///invite-bot.db"
     bot_secret_key: SecretStr | None = None
     # Earlier values of BOT_SECRET_KEY, comma-separated: records sealed under them stay readable and are
-    # re-sealed under the current key when next written (key rotation, docs/operations.md).
+    # re-sealed under the current key when next written (key rotation).
     bot_secret_key_previous: SecretStr | None = None
     # What the bot asks each user for: inviting (vc:meeting), finding meetings (readonly) and a refresh
     # token so the user authorizes once, not every two hours (offline_access).
@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 
     # Inbox tuning. Feishu retries an unacknowledged push for about 7.1 h (15 s, 5 min, 1 h, 6 h), so a
     # deduplication key must outlive that window or a late retry would be handled a second time.
-    bot_dedupe_ttl_hours: float = Field(default=8.0, ge=7.2)
+    bot_dedupe_ttl_hours: float = Field(default=8.0, ge=8.0)
     bot_inbox_workers: int = Field(default=8, ge=1, le=256)
     # With 2 s doubling backoff, 8 attempts span about 4 min: enough to ride out a short Feishu outage.
     bot_inbox_max_attempts: int = Field(default=8, ge=1, le=50)
@@ -154,11 +154,6 @@ class Settings(BaseSettings):
     @property
     def verification_token(self) -> str:
         return self.feishu_verification_token.get_secret_value()
-
-    @property
-    def store_path(self) -> str:
-        """The file path of the embedded store, by SQLAlchemy's `sqlite:///` convention."""
-        return self.bot_store_url.removeprefix("sqlite:///")
 
     @property
     def oauth_redirect_uri(self) -> str:

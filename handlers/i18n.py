@@ -10,9 +10,6 @@ class Text:
     zh_cn: str
     en_us: str
 
-    def format(self, **values: str) -> Text:
-        return Text(self.zh_cn.format(**values), self.en_us.format(**values))
-
     def both(self) -> str:
         """Both languages in one string, for places without per-reader i18n (plain text messages)."""
         return f"{self.zh_cn}\n{self.en_us}"

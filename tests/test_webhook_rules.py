@@ -168,7 +168,8 @@ def test_unsigned_undecryptable_body_is_401_not_400() -> None:
     body=st.one_of(
         st.binary(max_size=512),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            # Any code point, lone surrogates included (JSON can carry them as \\udXXX escapes).
+            st.none() | st.booleans() | st.integers() | st.text(st.characters(codec=None), max_size=20),
             lambda children: (
                 st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
             ),
@@ -176,12 +177,17 @@ def test_unsigned_undecryptable_body_is_401_not_400() -> None:
         ).map(lambda value: json.dumps(value).encode()),
     ),
     signed=st.booleans(),
+    headers=st.dictionaries(
+        st.sampled_from(["X-Lark-Signature", "X-Lark-Request-Nonce", "X-Lark-Request-Timestamp"]),
+        # What aiohttp hands over for arbitrary header bytes: surrogate-escaped text.
+        st.binary(max_size=40).map(lambda raw: raw.decode("utf-8", "surrogateescape")),
+    ),
 )
-def test_any_body_gets_a_verdict_never_a_crash(body: bytes, signed: bool) -> None:
+def test_any_body_gets_a_verdict_never_a_crash(body: bytes, signed: bool, headers: dict[str, str]) -> None:
     secrets = SIGNED if signed else PLAIN
     verdict: object
     try:
-        verdict = open_event_request({}, body, secrets, NOW)
+        verdict = open_event_request(headers, body, secrets, NOW)
     except Rejected as refused:
         verdict = refused.status
     assert verdict in (400, 401, 403) or isinstance(verdict, (EventEnvelope, UrlVerification))

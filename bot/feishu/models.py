@@ -117,9 +117,6 @@ def card_content(card: dict[str, Any]) -> str:
     return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
 
 
-def text_content(text: str) -> str:
-    return json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":"))
-
 
 # --- authen (user OAuth, reference §6) ------------------------------------------------------------------
 
