@@ -7,12 +7,15 @@ only when every step happened as scripted.
 from __future__ import annotations
 
 import secrets
+import socket
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME, create_app
@@ -41,6 +44,12 @@ def _show_new_replies(emulator: Emulator, seen: int) -> int:
     return len(emulator.messages)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def run_demo(lang: str = "en_us") -> int:
     configure_logging("console", "warning")
     started = time.perf_counter()
@@ -48,6 +57,7 @@ async def run_demo(lang: str = "en_us") -> int:
     with tempfile.TemporaryDirectory(prefix="invite-bot-demo-") as workdir:
         emulator, emulator_runner, emulator_url = await start_emulator(EmulatorConfig())
         config = emulator.config
+        port = _free_port()
         settings = Settings(
             _env_file=None,
             feishu_app_id=config.app_id,
@@ -56,7 +66,9 @@ async def run_demo(lang: str = "en_us") -> int:
             feishu_encrypt_key=config.encrypt_key,
             feishu_domain=emulator_url,
             bot_host="127.0.0.1",
-            bot_port=0,
+            bot_port=port,
+            # Where the OAuth redirect brings the browser back: this bot, on loopback.
+            bot_public_url=f"http://127.0.0.1:{port}",
             bot_store_url=f"sqlite:///{Path(workdir) / 'demo.db'}",
             bot_secret_key=secrets.token_urlsafe(32),
             bot_log_format="console",
@@ -66,9 +78,9 @@ async def run_demo(lang: str = "en_us") -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
-            bot_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+            bot_url = settings.bot_public_url
             emulator.webhook_url = f"{bot_url}/feishu/events"
             print(f"Feishu emulator on {emulator_url}; bot on {bot_url} (store in a temporary folder)")
             steps = await _conversation(emulator, app)
@@ -144,4 +156,52 @@ async def _conversation(emulator: Emulator, app: web.Application) -> list[Step]:
     )
     typo_answered = "Did you mean `/help`?" in str(emulator.messages[-1].content)
     steps.append(Step("a typo gets 'did you mean'", typo_answered))
+    steps += await _authorization(emulator, alice.name, alice.open_id, group.chat_id, where)
+    return steps
+
+
+def _authorize_link(card: dict[str, Any]) -> str | None:
+    """The Authorize button's link in the private (JSON 1.0) prompt."""
+    for element in card.get("elements", []):
+        for action in element.get("actions", []):
+            if isinstance(action.get("url"), str):
+                return str(action["url"])
+    return None
+
+
+async def _authorization(emulator: Emulator, name: str, open_id: str, chat_id: str, where: str) -> list[Step]:
+    """A first /login: the private prompt, the user's approval, and the command finishing by itself."""
+    answered = len(emulator.messages)
+    _say(name, where, "@InviteBot /login")
+    await emulator.say(open_id, chat_id, "/login")
+    try:
+        [prompt] = await emulator.wait_for_ephemeral(1, open_id=open_id, timeout=10)
+    except TimeoutError:
+        return [Step("the bot asked privately for authorization", False, "no prompt within 10 s")]
+    print(f"InviteBot, visible to {name} only:")
+    print(render_message("interactive", prompt.card))
+    link = _authorize_link(prompt.card)
+    steps = [
+        Step(
+            "the bot asked privately for authorization", link is not None and not emulator.messages[answered:]
+        )
+    ]
+    if link is None:
+        return steps
+    print(f"\n{name} taps Authorize, approves on Feishu's page, and the browser returns to the bot:")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(emulator.authorize(link, as_user=open_id)) as page,
+    ):
+        status = page.status
+    print(f"  HTTP {status}: 授权成功 · Authorized" if status == 200 else f"  HTTP {status}")
+    steps.append(Step("the authorization was accepted", status == 200))
+    try:
+        await emulator.wait_for_messages(answered + 1, chat_id=chat_id, timeout=10)
+    except TimeoutError:
+        steps.append(Step("the waiting /login finished without retyping", False, "no reply within 10 s"))
+        return steps
+    _show_new_replies(emulator, answered)
+    done = "authorized until" in str(emulator.messages[-1].content)
+    steps.append(Step("the waiting /login finished without retyping", done))
     return steps

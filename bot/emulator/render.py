@@ -32,6 +32,12 @@ def _elements(elements: Any, lang: Lang, lines: list[str]) -> None:
             lines.append("├" + "─" * 60)
         elif tag == "button":
             lines.append(f"│ [ {_text(element.get('text'), lang)} ]")
+        elif tag == "action":  # JSON 1.0: a row of buttons
+            _elements(element.get("actions"), lang, lines)
+        elif tag == "note":
+            lines.extend(
+                "│ " + _text(item, lang) for item in element.get("elements", []) if isinstance(item, dict)
+            )
         elif tag in ("column_set", "form", "collapsible_panel", "interactive_container"):
             for column in element.get("columns", []) or []:
                 if isinstance(column, dict):
