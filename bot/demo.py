@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
