@@ -23,7 +23,8 @@ from bot.store import Store, open_store
 from bot.web import EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
 from handlers.context import Services
-from handlers.router import Router
+from handlers.meetings import MeetingFinder
+from handlers.router import Router, default_commands
 
 log = structlog.get_logger("bot.app")
 
@@ -99,9 +100,15 @@ def create_app(
                 clock=clock,
             )
             services = Services(
-                client=client, bot=bot, store=store, clock=clock, authority=authority, flow=flow
+                client=client,
+                bot=bot,
+                store=store,
+                clock=clock,
+                authority=authority,
+                flow=flow,
+                meetings=MeetingFinder(client, store, clock),
             )
-            router = Router(services)
+            router = Router(services, default_commands(settings.bot_invite_ceiling))
             inbox = Inbox(
                 store,
                 router,

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # What the bot asks each user for: inviting (vc:meeting), finding meetings (readonly) and a refresh
     # token so the user authorizes once, not every two hours (offline_access).
     bot_oauth_scopes: str = "vc:meeting vc:meeting:readonly offline_access"
+    # The most people one /invite may invite, until a confirmation card exists for larger ones.
+    bot_invite_ceiling: int = Field(default=50, ge=1, le=1000)
     bot_log_format: Literal["json", "console"] = "json"
     bot_log_level: Literal["debug", "info", "warning", "error"] = "info"
 

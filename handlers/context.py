@@ -13,6 +13,7 @@ from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
 from handlers.cards import Card
+from handlers.meetings import MeetingFinder
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Services:
     clock: Clock
     authority: UserAuthority
     flow: AuthorizationFlow
+    meetings: MeetingFinder
 
 
 @dataclass(frozen=True)

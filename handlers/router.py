@@ -17,13 +17,15 @@ from handlers.account import login_command, logout_command, show_authorized
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, unknown_command_card
+from handlers.invite import invite_command
 from handlers.messages import read_message
 
 log = structlog.get_logger("handlers")
 
 
-def default_commands() -> CommandTable:
+def default_commands(invite_ceiling: int = 50) -> CommandTable:
     table = CommandTable()
+    table.add(invite_command(invite_ceiling))
     table.add(login_command())
     table.add(logout_command())
     table.add(help_command(table))

@@ -22,8 +22,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from bot.clock import Clock, system_clock
 from bot.feishu.endpoints import (
     BOT_INFO,
+    CHAT_MEMBERS,
+    CONTACT_BATCH_GET_ID,
     EPHEMERAL_DELETE,
     EPHEMERAL_SEND,
+    MEETING_GET,
+    MEETING_INVITE,
+    MEETING_LIST_BY_NO,
     MESSAGE_CREATE,
     MESSAGE_PATCH,
     MESSAGE_REPLY,
@@ -42,11 +47,22 @@ from bot.feishu.errors import (
 )
 from bot.feishu.models import (
     ApiResponse,
+    BatchGetIdRequest,
+    BatchGetIdResponse,
     BotInfo,
     BotInfoResponse,
+    ChatMembers,
+    ChatMembersResponse,
     EphemeralDeleteRequest,
     EphemeralSendRequest,
     EphemeralSendResponse,
+    InviteMeetingRequest,
+    InviteMeetingResponse,
+    InviteResult,
+    Meeting,
+    MeetingListByNo,
+    MeetingListByNoResponse,
+    MeetingResponse,
     Message,
     MessageCreateRequest,
     MessagePatchRequest,
@@ -162,6 +178,82 @@ class FeishuClient:
 
     async def delete_ephemeral(self, message_id: str) -> None:
         await self.call(EPHEMERAL_DELETE, ApiResponse, body=EphemeralDeleteRequest(message_id=message_id))
+
+    # --- meetings, members, contacts ------------------------------------------------------------------
+
+    async def list_meetings_by_no(
+        self,
+        meeting_no: str,
+        *,
+        start_time: int,
+        end_time: int,
+        user_access_token: str,
+        page_token: str | None = None,
+    ) -> MeetingListByNo:
+        params = {
+            "meeting_no": meeting_no,
+            "start_time": str(start_time),
+            "end_time": str(end_time),
+            "page_size": "50",
+        }
+        if page_token:
+            params["page_token"] = page_token
+        response = await self.call(
+            MEETING_LIST_BY_NO,
+            MeetingListByNoResponse,
+            params=params,
+            auth="user",
+            user_access_token=user_access_token,
+        )
+        return response.data
+
+    async def get_meeting(self, meeting_id: str, *, user_access_token: str) -> Meeting:
+        response = await self.call(
+            MEETING_GET,
+            MeetingResponse,
+            path_params={"meeting_id": meeting_id},
+            auth="user",
+            user_access_token=user_access_token,
+        )
+        return response.data.meeting
+
+    async def invite_to_meeting(
+        self, meeting_id: str, body: InviteMeetingRequest, *, user_access_token: str
+    ) -> list[InviteResult]:
+        """Invite up to 10 people; only a user token works, and that user must be in the meeting."""
+        response = await self.call(
+            MEETING_INVITE,
+            InviteMeetingResponse,
+            path_params={"meeting_id": meeting_id},
+            params={"user_id_type": "open_id"},
+            body=body,
+            auth="user",
+            user_access_token=user_access_token,
+        )
+        return response.data.invite_results
+
+    async def chat_members(self, chat_id: str, *, page_token: str | None = None) -> ChatMembers:
+        params = {"member_id_type": "open_id", "page_size": "100"}
+        if page_token:
+            params["page_token"] = page_token
+        response = await self.call(
+            CHAT_MEMBERS, ChatMembersResponse, path_params={"chat_id": chat_id}, params=params
+        )
+        return response.data
+
+    async def open_ids_by_email(self, emails: list[str]) -> dict[str, str]:
+        """E-mail → open_id for the addresses Feishu could match (at most 50 per call)."""
+        response = await self.call(
+            CONTACT_BATCH_GET_ID,
+            BatchGetIdResponse,
+            params={"user_id_type": "open_id"},
+            body=BatchGetIdRequest(emails=emails),
+        )
+        return {
+            user.email.lower(): user.user_id
+            for user in response.data.user_list
+            if user.email and user.user_id
+        }
 
     async def oauth_token(self, body: OAuthTokenRequest) -> OAuthTokenResponse:
         """Exchange an authorization code or a refresh token (no bearer token: client credentials)."""

@@ -37,3 +37,18 @@ OAUTH_TOKEN = Endpoint("authen.oauth.token", "POST", "/open-apis/authen/v2/oauth
 USER_INFO = Endpoint("authen.user_info", "GET", "/open-apis/authen/v1/user_info", PER_APP)
 # Feishu allows 5 messages per second in one chat, shared by every bot in it (reference §4.1).
 PER_CHAT_MESSAGES = (Limit(5, 1.0),)
+MEETING_LIST_BY_NO = Endpoint(
+    # Only 100 calls a minute per app: results are cached by the caller.
+    "vc.meeting.list_by_no",
+    "GET",
+    "/open-apis/vc/v1/meetings/list_by_no",
+    (Limit(100, 60.0),),
+)
+MEETING_GET = Endpoint("vc.meeting.get", "GET", "/open-apis/vc/v1/meetings/{meeting_id}", PER_APP)
+MEETING_INVITE = Endpoint(
+    "vc.meeting.invite", "PATCH", "/open-apis/vc/v1/meetings/{meeting_id}/invite", PER_APP
+)
+CHAT_MEMBERS = Endpoint("im.chat.members", "GET", "/open-apis/im/v1/chats/{chat_id}/members", PER_APP)
+CONTACT_BATCH_GET_ID = Endpoint(
+    "contact.user.batch_get_id", "POST", "/open-apis/contact/v3/users/batch_get_id", PER_APP
+)

@@ -117,7 +117,6 @@ def card_content(card: dict[str, Any]) -> str:
     return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
 
 
-
 # --- authen (user OAuth, reference §6) ------------------------------------------------------------------
 
 
@@ -186,3 +185,128 @@ class EphemeralDeleteRequest(_Request):
 
 class MessagePatchRequest(_Request):
     content: str
+
+
+# --- vc/v1 meetings (reference §7) ---------------------------------------------------------------------
+
+
+class MeetingBrief(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    topic: str = ""
+    url: str = ""
+    meeting_no: str = ""
+
+
+class MeetingListByNo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    has_more: bool = False
+    page_token: str | None = None
+    meeting_briefs: list[MeetingBrief] = []
+
+
+class MeetingListByNoResponse(ApiResponse):
+    data: MeetingListByNo
+
+
+class MeetingParticipant(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str = ""
+    user_type: int = 0
+    status: int = 0
+
+
+class Meeting(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    topic: str = ""
+    url: str = ""
+    meeting_no: str = ""
+    start_time: str = ""
+    end_time: str = ""
+    # 1 calling, 2 in progress, 3 ended.
+    status: int = 0
+    participants: list[MeetingParticipant] = []
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status == 2
+
+
+class MeetingHolder(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    meeting: Meeting
+
+
+class MeetingResponse(ApiResponse):
+    data: MeetingHolder
+
+
+class MeetingUser(_Request):
+    id: str
+    # 1: a Feishu user.
+    user_type: int = 1
+
+
+class InviteMeetingRequest(_Request):
+    invitees: list[MeetingUser] = Field(min_length=1, max_length=10)
+
+
+class InviteResult(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    user_type: int = 1
+    # 1 invited, 2 failed.
+    status: int = 0
+
+
+class InviteResults(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    invite_results: list[InviteResult] = []
+
+
+class InviteMeetingResponse(ApiResponse):
+    data: InviteResults = InviteResults()
+
+
+# --- im/v1 chat members, contact/v3 batch_get_id (reference §8) ----------------------------------------
+
+
+class ChatMember(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    member_id: str
+    member_id_type: str = "open_id"
+    name: str = ""
+    tenant_key: str = ""
+
+
+class ChatMembers(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    items: list[ChatMember] = []
+    page_token: str | None = None
+    has_more: bool = False
+
+
+class ChatMembersResponse(ApiResponse):
+    data: ChatMembers
+
+
+class BatchGetIdRequest(_Request):
+    emails: list[str] = Field(default=[], max_length=50)
+    include_resigned: bool = False
+
+
+class ContactUser(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Absent when the e-mail matches nobody the app may see.
+    user_id: str | None = None
+    email: str | None = None
+
+
+class ContactUsers(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    user_list: list[ContactUser] = []
+
+
+class BatchGetIdResponse(ApiResponse):
+    data: ContactUsers

@@ -1,0 +1,177 @@
+"""/invite: read the command, find the meeting, invite as the sender, and report who made it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+
+from bot.feishu.errors import FeishuApiError
+from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
+from bot.oauth.authority import AuthorizationRequired
+from handlers.account import ask_to_authorize
+from handlers.commands import Command
+from handlers.context import CommandContext
+from handlers.i18n import Text
+from handlers.invite_cards import (
+    Outcome,
+    lookup_failed_card,
+    need_meeting_card,
+    nobody_card,
+    not_in_progress_card,
+    result_card,
+    too_many_card,
+)
+from handlers.invite_grammar import InviteRequest, read_invite
+from handlers.invite_reasons import NOT_INVITED, UNKNOWN_EMAIL, reason_for
+
+log = structlog.get_logger("handlers.invite")
+
+# Feishu takes at most 10 invitees per call (reference §7.1).
+CHUNK = 10
+# @all in a chat of more members than this is refused rather than paged for minutes.
+MAX_MEMBER_PAGES = 50
+INVITED = 1
+
+USAGE = "/invite [MEETING] @user ... [email ...]"
+EXAMPLES = (
+    "/invite 123456789 @Alice @Bob",
+    "/invite 123 456 789 bob@example.com",
+    "/invite https://vc.feishu.cn/j/123456789 @all",
+    "/invite @Carol",
+)
+
+
+def invite_command(ceiling: int) -> Command:
+    async def handle(context: CommandContext) -> None:
+        try:
+            await _invite(context, ceiling)
+        except AuthorizationRequired as required:
+            await ask_to_authorize(context, missing_scopes=required.missing_scopes)
+
+    return Command(
+        name="/invite",
+        aliases=("/邀请",),
+        summary=Text(
+            "以你的身份邀请他们加入会议；不写会议号时用你在本群上次用的会议",
+            "invite them into the meeting, as you; without a meeting, the one you last used here",
+        ),
+        usage=USAGE,
+        examples=EXAMPLES,
+        handler=handle,
+    )
+
+
+async def _invite(context: CommandContext, ceiling: int) -> None:
+    services, message = context.services, context.message
+    request = read_invite(
+        context.args,
+        message.mentions,
+        sender_open_id=message.sender_open_id,
+        bot_open_id=services.bot.open_id,
+    )
+    if not request.names_anyone:
+        await context.reply_card(nobody_card(USAGE, EXAMPLES))
+        return
+    if await services.authority.current(message.tenant_key, message.sender_open_id) is None:
+        await ask_to_authorize(context)
+        return
+    try:
+        meeting = await _find_meeting(context, request)
+    except FeishuApiError as error:
+        await context.reply_card(lookup_failed_card(reason_for(error.code, error.log_id)))
+        return
+    if meeting is None:
+        no = request.meeting_no
+        await context.reply_card(not_in_progress_card(no) if no else need_meeting_card(USAGE, EXAMPLES))
+        return
+    people, unknown = await _collect(context, request)
+    if not people and not unknown:
+        await context.reply_card(nobody_card(USAGE, EXAMPLES))
+        return
+    if len(people) > ceiling:
+        await context.reply_card(too_many_card(len(people), ceiling))
+        return
+    outcomes = await _send_invitations(context, meeting, people)
+    await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
+    invited = sum(outcome.invited for outcome in outcomes)
+    log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited + len(unknown))
+    await context.reply_card(result_card(meeting, [*outcomes, *unknown]))
+
+
+async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:
+    services, message = context.services, context.message
+    tenant, sender = message.tenant_key, message.sender_open_id
+    if request.meeting_no is not None:
+        number = request.meeting_no
+        return await services.authority.call_as(
+            tenant, sender, lambda token: services.meetings.in_progress(number, token)
+        )
+    return await services.authority.call_as(
+        tenant, sender, lambda token: services.meetings.remembered(tenant, message.chat_id, sender, token)
+    )
+
+
+async def _collect(context: CommandContext, request: InviteRequest) -> tuple[list[str], list[Outcome]]:
+    """Everyone the command names, as open_ids, once each; e-mails nobody matched come back apart."""
+    services, message = context.services, context.message
+    excluded = {message.sender_open_id, services.bot.open_id}
+    people = list(request.open_ids)
+    unknown: list[Outcome] = []
+    if request.emails:
+        found = await services.client.open_ids_by_email(list(request.emails))
+        for email in request.emails:
+            open_id = found.get(email)
+            if open_id is None:
+                unknown.append(Outcome(open_id=None, invited=False, reason=UNKNOWN_EMAIL, email=email))
+            else:
+                people.append(open_id)
+    if request.everyone:
+        people.extend(await _chat_members(context))
+    return [open_id for open_id in dict.fromkeys(people) if open_id not in excluded], unknown
+
+
+async def _chat_members(context: CommandContext) -> list[str]:
+    client, chat_id = context.services.client, context.message.chat_id
+    members: list[str] = []
+    page_token: str | None = None
+    for _ in range(MAX_MEMBER_PAGES):
+        page = await client.chat_members(chat_id, page_token=page_token)
+        # The members API lists people only; bots in the chat are not among them.
+        members.extend(item.member_id for item in page.items if item.member_id_type == "open_id")
+        if not page.has_more or not page.page_token:
+            break
+        page_token = page.page_token
+    return members
+
+
+async def _send_invitations(
+    context: CommandContext, meeting: Meeting, people: Sequence[str]
+) -> list[Outcome]:
+    """All chunks at once: the client's rate limiter paces them to Feishu's 50/s and 1000/min."""
+    chunks = [list(people[start : start + CHUNK]) for start in range(0, len(people), CHUNK)]
+    results = await asyncio.gather(*(_invite_chunk(context, meeting, chunk) for chunk in chunks))
+    return [outcome for chunk in results for outcome in chunk]
+
+
+async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[str]) -> list[Outcome]:
+    services, message = context.services, context.message
+    body = InviteMeetingRequest(invitees=[MeetingUser(id=open_id) for open_id in chunk])
+    try:
+        results = await services.authority.call_as(
+            message.tenant_key,
+            message.sender_open_id,
+            lambda token: services.client.invite_to_meeting(meeting.id, body, user_access_token=token),
+        )
+    except FeishuApiError as error:
+        # A whole-call refusal (not in the meeting, locked, full...) applies to everyone in the call.
+        reason = reason_for(error.code, error.log_id)
+        return [Outcome(open_id=open_id, invited=False, reason=reason) for open_id in chunk]
+    status = {result.id: result.status for result in results}
+    return [
+        Outcome(open_id=open_id, invited=True)
+        if status.get(open_id) == INVITED
+        else Outcome(open_id=open_id, invited=False, reason=NOT_INVITED)
+        for open_id in chunk
+    ]

@@ -1,0 +1,150 @@
+"""What an /invite answers: the result card, and the short cards that say what is missing.
+
+The result card stays under Feishu's 30 KB and 200 elements for any number of invitees: mentions
+are language-neutral and go in plain markdown (once, not once per language), successes beyond a few
+dozen are summarised by count, and failures are grouped by reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.feishu.models import Meeting
+from handlers.cards import Card, Template, card, markdown
+from handlers.i18n import Text
+
+# Name people one by one up to this many successes; past it, a count reads better and stays small.
+LISTED_SUCCESSES = 30
+# Failures are always worth naming, but a card has 30 KB: at ~45 bytes a mention, 300 fit easily.
+LISTED_FAILURES = 300
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_~\[\]()#|])")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One person's result: an open_id (or, if it never resolved, the e-mail typed)."""
+
+    open_id: str | None
+    invited: bool
+    reason: Text | None = None
+    email: str | None = None
+
+
+def escape(text: str) -> str:
+    """Text from outside (a meeting topic, an e-mail) shown literally: no markup, no <at> pings."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(content: str) -> dict[str, object]:
+    return {"tag": "markdown", "content": content}
+
+
+def _who(outcome: Outcome) -> str:
+    if outcome.open_id:
+        return f"<at id={outcome.open_id}></at>"
+    return escape(outcome.email or "?")
+
+
+def format_meeting_no(meeting_no: str) -> str:
+    return f"{meeting_no[:3]} {meeting_no[3:6]} {meeting_no[6:]}" if len(meeting_no) == 9 else meeting_no
+
+
+def result_card(meeting: Meeting, outcomes: Sequence[Outcome]) -> Card:
+    invited = [outcome for outcome in outcomes if outcome.invited]
+    failed = [outcome for outcome in outcomes if not outcome.invited]
+    template: Template
+    if not failed:
+        title, template = Text(f"已邀请 {len(invited)} 人", f"Invited {len(invited)}"), "green"
+    elif invited:
+        title = Text(
+            f"已邀请 {len(invited)} 人，{len(failed)} 人未成功", f"Invited {len(invited)}, {len(failed)} not"
+        )
+        template = "orange"
+    else:
+        title, template = Text(f"未能邀请（{len(failed)} 人）", f"Nobody invited ({len(failed)})"), "red"
+    topic = escape(meeting.topic) or "—"
+    number = format_meeting_no(meeting.meeting_no)
+    elements: list[dict[str, object]] = [
+        markdown(Text(f"会议：**{topic}** · {number}", f"Meeting: **{topic}** · {number}"))
+    ]
+    if invited:
+        elements.append(markdown(Text(f"✅ 已邀请 {len(invited)} 人", f"✅ Invited {len(invited)}")))
+        if len(invited) <= LISTED_SUCCESSES:
+            elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
+    elements.extend(_failures(failed))
+    return card(title, elements, template=template, summary=title)
+
+
+def _failures(failed: Sequence[Outcome]) -> list[dict[str, object]]:
+    groups: dict[Text, list[Outcome]] = {}
+    for outcome in failed:
+        groups.setdefault(outcome.reason or Text("未知原因", "Unknown reason"), []).append(outcome)
+    elements: list[dict[str, object]] = []
+    listed = 0
+    for reason, members in groups.items():
+        elements.append(
+            markdown(Text(f"❌ {reason.zh_cn}（{len(members)}）", f"❌ {reason.en_us} ({len(members)})"))
+        )
+        shown = members[: max(0, LISTED_FAILURES - listed)]
+        listed += len(shown)
+        line = " ".join(_who(outcome) for outcome in shown)
+        if len(shown) < len(members):
+            line += f" … +{len(members) - len(shown)}"
+        elements.append(_plain(line))
+    return elements
+
+
+def need_meeting_card(usage: str, examples: Sequence[str]) -> Card:
+    lines_zh = [
+        "请告诉我邀请到哪个会议：在命令里写上 9 位会议号或会议链接。",
+        *(f"例如 `{e}`" for e in examples),
+    ]
+    lines_en = [
+        "Tell me which meeting: put its 9-digit number or its link in the command.",
+        *(f"e.g. `{e}`" for e in examples),
+    ]
+    body = Text("\n".join(lines_zh), "\n".join(lines_en))
+    return card(
+        Text("要邀请到哪个会议？", "Which meeting?"),
+        [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))],
+        template="orange",
+    )
+
+
+def not_in_progress_card(meeting_no: str) -> Card:
+    number = format_meeting_no(meeting_no)
+    body = Text(
+        f"会议 {number} 现在没有在进行中（或你看不到它）。请确认会议号，并且你已在会议中。",
+        f"Meeting {number} is not in progress (or not visible to you). Check the number and join it first.",
+    )
+    return card(Text("找不到进行中的会议", "No meeting in progress"), [markdown(body)], template="orange")
+
+
+def nobody_card(usage: str, examples: Sequence[str]) -> Card:
+    body = Text(
+        "请 @ 要邀请的人，或写上他们的邮箱，或用 @所有人 邀请本群成员。\n"
+        + "\n".join(f"例如 `{e}`" for e in examples),
+        "Mention the people to invite, type their e-mails, or use @all for everyone in this chat.\n"
+        + "\n".join(f"e.g. `{e}`" for e in examples),
+    )
+    return card(
+        Text("要邀请谁？", "Whom should I invite?"),
+        [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))],
+        template="orange",
+    )
+
+
+def too_many_card(count: int, ceiling: int) -> Card:
+    body = Text(
+        f"这会邀请 {count} 人，超过了一次最多 {ceiling} 人的上限。请分几次邀请，或联系管理员调高上限。",
+        f"That would invite {count} people, more than the limit of {ceiling} at once. Invite in smaller "
+        "groups, or ask an administrator to raise the limit.",
+    )
+    return card(Text("人数太多", "Too many people"), [markdown(body)], template="red")
+
+
+def lookup_failed_card(reason: Text) -> Card:
+    return card(Text("无法查询会议", "Could not look up the meeting"), [markdown(reason)], template="red")
