@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class DirectoryUser(BaseModel):
@@ -22,6 +22,10 @@ class DirectoryUser(BaseModel):
     email: str = ""
     union_id: str = ""
     user_id: str = ""
+    # Contact lookup (reference §8): mobiles match exactly as stored; a resigned user is found only with
+    # include_resigned=true.
+    mobile: str = ""
+    resigned: bool = False
 
 
 class DirectoryChat(BaseModel):
@@ -34,6 +38,36 @@ class DirectoryChat(BaseModel):
     chat_type: Literal["group", "p2p"] = "group"
     members: tuple[str, ...] = ()
     bot_is_member: bool = True
+
+
+class DirectoryMeeting(BaseModel):
+    """One video meeting (reference §7). Times are unix seconds; when `start_time`/`end_time` are left
+    out they are `start_offset`/`end_offset` seconds from the emulator clock at the moment the meeting
+    book is first used (so a test may still replace `emulator.clock` right after construction)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The long numeric id that exists once a meeting started, never the 9-digit number.
+    meeting_id: str = Field(pattern=r"^[0-9]{10,20}$")
+    meeting_no: str = Field(pattern=r"^[0-9]{9}$")
+    topic: str = ""
+    host: str = Field(pattern=r"^ou_[A-Za-z0-9_]+$")
+    # 1 calling, 2 in progress, 3 ended (reference §7.2).
+    status: Literal[1, 2, 3] = 2
+    participants: tuple[str, ...] = ()
+    locked: bool = False
+    capacity: int = Field(default=100, ge=1, le=10_000)
+    # People in another call: an invitation to this meeting fails for them (status 2).
+    busy: tuple[str, ...] = ()
+    password: str = ""
+    start_time: int | None = None
+    end_time: int | None = None
+    start_offset: int = -600
+    end_offset: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://vc.feishu.cn/j/{self.meeting_no}"
 
 
 _DEFAULT_USERS = (
@@ -86,6 +120,63 @@ _DEFAULT_CHATS = (
 )
 
 
+_ALICE, _BOB, _CAROL = (user.open_id for user in _DEFAULT_USERS)
+
+# The meetings of the default tenant: one Alice hosts and is in, an ended one under the same number (so
+# list_by_no must be narrowed by status), one Alice is not in (122003), a locked one (122008), a full one.
+MEETING_IN_PROGRESS = "6911188411932033028"
+MEETING_ENDED = "6911188411932033001"
+MEETING_WITHOUT_ALICE = "6911188411932033102"
+MEETING_LOCKED = "6911188411932033203"
+MEETING_FULL = "6911188411932033304"
+_DEFAULT_MEETINGS = (
+    DirectoryMeeting(
+        meeting_id=MEETING_IN_PROGRESS,
+        meeting_no="123456789",
+        topic="Weekly sync",
+        host=_ALICE,
+        participants=(_ALICE,),
+    ),
+    DirectoryMeeting(
+        meeting_id=MEETING_ENDED,
+        meeting_no="123456789",
+        topic="Weekly sync",
+        host=_ALICE,
+        status=3,
+        start_offset=-7 * 86400,
+        end_offset=-7 * 86400 + 3600,
+    ),
+    DirectoryMeeting(
+        meeting_id=MEETING_WITHOUT_ALICE,
+        meeting_no="987654321",
+        topic="Bob's stand-up",
+        host=_BOB,
+        participants=(_BOB,),
+    ),
+    DirectoryMeeting(
+        meeting_id=MEETING_LOCKED,
+        meeting_no="555666777",
+        topic="Locked review",
+        host=_ALICE,
+        participants=(_ALICE,),
+        locked=True,
+    ),
+    DirectoryMeeting(
+        meeting_id=MEETING_FULL,
+        meeting_no="222333444",
+        topic="Small room",
+        host=_ALICE,
+        participants=(_ALICE, _CAROL),
+        capacity=2,
+    ),
+)
+
+
+def generated_open_id(index: int) -> str:
+    """The open_id `with_generated_users` gives its `index`-th person (0-based)."""
+    return f"ou_gen{index:026d}"
+
+
 # Scopes enabled for the emulated app (developer console → permissions). The authorize page refuses
 # others with 20027; a business API needing one that is not here answers 99991672.
 DEFAULT_APP_SCOPES = (
@@ -94,6 +185,7 @@ DEFAULT_APP_SCOPES = (
     "offline_access",
     "contact:user.id:readonly",
     "im:message",
+    "im:chat:readonly",
 )
 
 
@@ -127,6 +219,8 @@ class EmulatorConfig(BaseModel):
     authorization_max_age_seconds: float = Field(default=365 * 86400, gt=0)
     users: tuple[DirectoryUser, ...] = _DEFAULT_USERS
     chats: tuple[DirectoryChat, ...] = _DEFAULT_CHATS
+    meetings: tuple[DirectoryMeeting, ...] = _DEFAULT_MEETINGS
+    _by_open_id: dict[str, DirectoryUser] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _ids_are_unique(self) -> EmulatorConfig:
@@ -136,10 +230,48 @@ class EmulatorConfig(BaseModel):
         chat_ids = [chat.chat_id for chat in self.chats]
         if len(set(chat_ids)) != len(chat_ids):
             raise ValueError("chat_ids must be unique")
+        meeting_ids = [meeting.meeting_id for meeting in self.meetings]
+        if len(set(meeting_ids)) != len(meeting_ids):
+            raise ValueError("meeting_ids must be unique")
+        # An index, so that directories of hundreds of people stay cheap to look up.
+        self._by_open_id = {user.open_id: user for user in self.users}
         return self
 
     def user(self, open_id: str) -> DirectoryUser | None:
-        return next((user for user in self.users if user.open_id == open_id), None)
+        return self._by_open_id.get(open_id)
+
+    def with_generated_users(
+        self, count: int, *, chat_id: str | None = None, chat_name: str = "Everyone"
+    ) -> EmulatorConfig:
+        """A copy with `count` more people (`generated_open_id(i)`, "User 0001", user0001@example.com).
+        With `chat_id`, they also join that group chat, which is created (with the existing directory as
+        its first members) when it does not exist yet."""
+        start = sum(1 for user in self.users if user.open_id.startswith("ou_gen"))
+        added = tuple(
+            DirectoryUser(
+                open_id=generated_open_id(i),
+                name=f"User {i + 1:04d}",
+                en_name=f"User {i + 1:04d}",
+                email=f"user{i + 1:04d}@example.com",
+                union_id=f"on_gen{i:026d}",
+                user_id=f"user{i + 1:04d}",
+            )
+            for i in range(start, start + count)
+        )
+        chats = self.chats
+        if chat_id is not None:
+            new_ids = tuple(user.open_id for user in added)
+            existing = self.chat(chat_id)
+            if existing is None:
+                base = tuple(user.open_id for user in self.users)
+                chats = (*chats, DirectoryChat(chat_id=chat_id, name=chat_name, members=base + new_ids))
+            else:
+                grown = existing.model_copy(update={"members": existing.members + new_ids})
+                chats = tuple(grown if chat.chat_id == chat_id else chat for chat in chats)
+        return self.model_validate({**self.model_dump(), "users": (*self.users, *added), "chats": chats})
+
+    def meeting(self, meeting_id: str) -> DirectoryMeeting | None:
+        return next((meeting for meeting in self.meetings if meeting.meeting_id == meeting_id), None)
 
     def chat(self, chat_id: str) -> DirectoryChat | None:
         return next((chat for chat in self.chats if chat.chat_id == chat_id), None)

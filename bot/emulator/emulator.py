@@ -9,11 +9,13 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bot.emulator.authorize import decide, parse_authorize, query_of
-from bot.emulator.config import EmulatorConfig
+from bot.emulator.config import DirectoryMeeting, EmulatorConfig
+from bot.emulator.contacts import ContactRoutes
 from bot.emulator.control import control_routes
 from bot.emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
 from bot.emulator.faults import Fault, FaultQueue
 from bot.emulator.gateway import Gateway, RecordedRequest, feishu_not_found
+from bot.emulator.meetings import FAILED, InviteCall, Meeting, MeetingBook
 from bot.emulator.messages import MessageStore, SentMessage
 from bot.emulator.oauth import UserAuth
 from bot.emulator.oauth_routes import OAuthRoutes
@@ -22,6 +24,8 @@ from bot.emulator.pusher import Pusher, PushResult
 from bot.emulator.tokens import TenantTokens
 from bot.emulator.updates import CardUpdate, UpdateApi
 from bot.emulator.users import UserGate
+from bot.emulator.vc_control import vc_control_routes
+from bot.emulator.vc_routes import VcRoutes
 
 
 class Emulator:
@@ -46,6 +50,9 @@ class Emulator:
         self.card_updates: list[CardUpdate] = []
         users = UserGate(self.config, self._auth)
         self._gateway = Gateway(self._tokens, users, self._faults, self.requests, now)
+        self._meetings = MeetingBook(self.config, now)
+        self._vc = VcRoutes(self.config, self._gateway, self._meetings)
+        self._contacts = ContactRoutes(self.config, self._gateway)
         self.app = self._build_app()
 
     def _now(self) -> float:
@@ -59,7 +66,10 @@ class Emulator:
         app.add_routes(OAuthRoutes(self.config, gateway, self._auth).routes())
         app.add_routes(EphemeralApi(self.config, gateway, self._ephemeral).routes())
         app.add_routes(UpdateApi(gateway, self._store, self.card_updates).routes())
+        app.add_routes(self._vc.routes())
+        app.add_routes(self._contacts.routes())
         app.add_routes(control_routes(self))
+        app.add_routes(vc_control_routes(self))
         app.on_cleanup.append(self._on_cleanup)
         return app
 
@@ -165,6 +175,64 @@ class Emulator:
     def revoke_tenant_tokens(self) -> None:
         """Every tenant_access_token issued so far is refused from now on (99991663)."""
         self._tokens.revoke_all()
+
+    # --- meetings (reference §7) -----------------------------------------------------------------------
+
+    def meeting(self, meeting_id: str) -> Meeting:
+        """The live state of a meeting (KeyError if there is none): participants, ringing, status…"""
+        return self._meetings.get(meeting_id)
+
+    @property
+    def meetings(self) -> list[Meeting]:
+        return list(self._meetings.meetings.values())
+
+    def add_meeting(self, meeting: DirectoryMeeting | None = None, **fields: Any) -> Meeting:
+        """Start a meeting: a `DirectoryMeeting`, or its fields as keywords. ValueError on a taken id."""
+        return self._meetings.add(meeting if meeting is not None else DirectoryMeeting(**fields))
+
+    def end_meeting(self, meeting_id: str) -> None:
+        """Status 3 from now on; everyone in it has left and nobody is ringing any more."""
+        self._meetings.end(meeting_id)
+
+    def join_meeting(self, meeting_id: str, open_id: str) -> None:
+        """`open_id` joins (answering a ring, or on their own)."""
+        self._meetings.get(meeting_id).join(open_id, int(self._now()))
+
+    def leave_meeting(self, meeting_id: str, open_id: str) -> None:
+        self._meetings.leave(meeting_id, open_id)
+
+    def lock_meeting(self, meeting_id: str, locked: bool = True) -> None:
+        self._meetings.get(meeting_id).locked = locked
+
+    def set_busy(self, meeting_id: str, open_id: str, busy: bool = True) -> None:
+        """Whether `open_id` is in another call as far as invitations to `meeting_id` go."""
+        people = self._meetings.get(meeting_id).busy
+        if busy:
+            people.add(open_id)
+        else:
+            people.discard(open_id)
+
+    def fail_invitee(self, open_id: str, code: int = FAILED, *, times: int | None = None) -> None:
+        """Make inviting `open_id` fail: `code=2` (the default) as that person's status 2 with the call
+        succeeding; any Feishu code (e.g. 122007) as the whole call's error whenever they are in it.
+        `times`: for that many calls naming them, else until `clear_invitee_failures`."""
+        if code != FAILED and code < 100:
+            raise ValueError("code must be 2 (per-invitee failure) or a Feishu error code")
+        self._meetings.fail_invitee(open_id, None if code == FAILED else code, times)
+
+    def clear_invitee_failures(self) -> None:
+        self._meetings.clear_invitee_failures()
+
+    @property
+    def invite_calls(self) -> list[InviteCall]:
+        """Every invite call by an authenticated user, oldest first, refused ones with their `code`."""
+        return list(self._meetings.invite_calls)
+
+    def reset_rate_limits(self) -> None:
+        for limit in (self._vc.list_limit, self._vc.get_limit, self._vc.invite_limit):
+            limit.reset()
+        self._contacts.members_limit.reset()
+        self._contacts.lookup_limit.reset()
 
     # --- talking to the bot ----------------------------------------------------------------------------
 

@@ -18,6 +18,11 @@ FaultRoute = Literal[
     "ephemeral",  # POST /open-apis/ephemeral/v1/send
     "ephemeral_delete",
     "update",  # PATCH /open-apis/im/v1/messages/{message_id}
+    "list_by_no",  # GET /open-apis/vc/v1/meetings/list_by_no
+    "get_meeting",  # GET /open-apis/vc/v1/meetings/{meeting_id}
+    "invite",  # PATCH /open-apis/vc/v1/meetings/{meeting_id}/invite
+    "chat_members",  # GET /open-apis/im/v1/chats/{chat_id}/members
+    "batch_get_id",  # POST /open-apis/contact/v3/users/batch_get_id
 ]
 
 

@@ -68,15 +68,18 @@ class UserGate:
             if not any(scope in self._config.app_scopes for scope in scopes):
                 named = "[" + ", ".join(scopes) + "]"
                 raise Refusal(replies.error(replies.APP_SCOPE_NOT_ENABLED, detail=named))
+            # Only scopes the app enabled are worth asking the user for: naming one it has not would send
+            # the bot to an authorize page that refuses it (20027). Our reading; UNCONFIRMED.
+            askable = [scope for scope in scopes if scope in self._config.app_scopes]
             violations = [
                 {"type": "action_scope_required", "subject": scope, "description": f"scope {scope} required"}
-                for scope in scopes
+                for scope in askable
             ]
             raise Refusal(
                 replies.error(
                     replies.USER_SCOPE_NOT_GRANTED,
                     detail="required one of these privileges under the user identity: ["
-                    + ", ".join(scopes)
+                    + ", ".join(askable)
                     + "]",
                     extra={"permission_violations": violations},
                 )
