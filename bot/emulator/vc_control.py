@@ -27,7 +27,7 @@ class _Person(BaseModel):
 class _Lock(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    locked: bool = True
+    locked: bool = Field(default=True, strict=True)
 
 
 class _FailInvitee(BaseModel):
