@@ -17,7 +17,9 @@ from bot.emulator.meetings import IN_MEETING, LEFT, RINGING, InviteCall, Meeting
 from bot.emulator.ratelimit import PER_MINUTE, PER_SECOND, RateLimit
 from bot.emulator.replies import FeishuError, Refusal
 
+# get: any one of these (doc); list_by_no: only the first.
 READ_SCOPES = ("vc:meeting:readonly", "vc:meeting.meetingevent:read")
+LIST_SCOPES = ("vc:meeting:readonly",)
 INVITE_SCOPES = ("vc:meeting",)
 USER_ID_TYPES = ("open_id", "union_id", "user_id")
 MAX_RANGE_SECONDS = 90 * 86400
@@ -52,7 +54,7 @@ class VcRoutes:
     async def list_by_no(self, request: web.Request) -> web.Response:
         try:
             await self._gateway.begin(request, "list_by_no")
-            self._gateway.authorize_any(request, self._config.app_scopes, READ_SCOPES)
+            self._gateway.authorize_any(request, self._config.app_scopes, LIST_SCOPES)
             self.list_limit.check()
             query = request.query
             for name in ("meeting_no", "start_time", "end_time"):
