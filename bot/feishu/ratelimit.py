@@ -24,6 +24,9 @@ class Limit:
 
 
 _PRUNE_ABOVE = 4096
+# Windows are measured here at sending, but Feishu counts at arrival, and network jitter can bring two
+# calls a window apart closer together. A little slack keeps us under the limit as Feishu sees it.
+_SLACK = 1.05
 
 
 class RateLimiter:
@@ -45,7 +48,7 @@ class RateLimiter:
             for limit in limits:
                 log = self._log(key, limit, now)
                 if len(log) >= limit.count:
-                    wait = max(wait, log[0] + limit.period - now)
+                    wait = max(wait, log[0] + limit.period * _SLACK - now)
             if wait <= 0:
                 # No await between the check and the record, so concurrent callers cannot both pass.
                 for limit in limits:
@@ -60,12 +63,14 @@ class RateLimiter:
             if len(self._logs) > _PRUNE_ABOVE:
                 self._prune(now)
             log = self._logs[(key, limit)] = deque()
-        while log and log[0] <= now - limit.period:
+        while log and log[0] <= now - limit.period * _SLACK:
             log.popleft()
         return log
 
     def _prune(self, now: float) -> None:
         # Per-chat keys come and go; forget the ones whose windows are empty.
-        stale = [entry for entry, log in self._logs.items() if not log or log[-1] <= now - entry[1].period]
+        stale = [
+            entry for entry, log in self._logs.items() if not log or log[-1] <= now - entry[1].period * _SLACK
+        ]
         for entry in stale:
             del self._logs[entry]

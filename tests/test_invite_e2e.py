@@ -1,0 +1,219 @@
+"""/invite end to end over loopback: reading, finding the meeting, inviting as the sender, reporting."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.emulator import EmulatorConfig
+from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
+from handlers.invite_reasons import NOT_INVITED, REASONS, UNKNOWN_EMAIL
+from tests.harness import ALICE, BOB, TEAM, Harness, ManualClock, open_harness
+from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
+
+CAROL = "ou_carol00000000000000000000000003"
+ROOM = "oc_crowd0000000000000000000000001"
+
+
+async def open_world(tmp_path: Path, config: EmulatorConfig | None = None, **settings: Any) -> Harness:
+    world = await open_harness(tmp_path, config, clock=ManualClock(), **settings)
+    await world.start_bot()
+    await authorize(world, ALICE)
+    await world.emulator.wait_for_messages(1, chat_id=TEAM)  # the "authorized" reply
+    return world
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[Harness]:
+    opened = await open_world(tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def invite(world: Harness, text: str, *, chat: str = TEAM, **options: Any) -> dict[str, Any]:
+    """Alice types `text`; returns the card the bot answered with."""
+    before = len([m for m in world.emulator.messages if m.chat_id == chat])
+    assert (await world.emulator.say(ALICE, chat, text, **options)).status == 200
+    replies = await world.emulator.wait_for_messages(before + 1, chat_id=chat, timeout=20)
+    return replies[before].content
+
+
+def invited_ids(world: Harness, since: int = 0) -> list[str]:
+    return [open_id for call in world.emulator.invite_calls[since:] for open_id in call.invitee_ids]
+
+
+async def test_mentions_are_invited_as_the_sender(world: Harness) -> None:
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    [call] = world.emulator.invite_calls
+    assert call.operator == ALICE
+    assert call.meeting_id == MEETING_IN_PROGRESS
+    assert list(call.invitee_ids) == [BOB, CAROL]
+    assert card["header"]["template"] == "green"
+    text = json.dumps(card, ensure_ascii=False)
+    assert f"<at id={BOB}></at>" in text
+    assert f"<at id={CAROL}></at>" in text
+    assert "Invited 2" in text
+    assert "已邀请 2 人" in text
+
+
+async def test_post_message_mentions_work_too(world: Harness) -> None:
+    await invite(world, "/invite 123456789 @Bob", message_type="post")
+    assert invited_ids(world) == [BOB]
+
+
+async def test_bot_sender_and_duplicates_are_left_out(world: Harness) -> None:
+    await invite(world, "/invite @Alice 123456789 @Bob @InviteBot @Bob")
+    assert invited_ids(world) == [BOB]
+
+
+@pytest.mark.parametrize("form", ["123 456 789", "123-456-789", "https://vc.feishu.cn/j/123456789"])
+async def test_meeting_number_forms(world: Harness, form: str) -> None:
+    await invite(world, f"/invite {form} @Bob")
+    assert world.emulator.invite_calls[0].meeting_id == MEETING_IN_PROGRESS
+
+
+async def test_emails_resolve_and_unknown_ones_are_reported(world: Harness) -> None:
+    bob_email = world.emulator.config.user(BOB).email  # type: ignore[union-attr]
+    card = await invite(world, f"/invite 123456789 {bob_email} nobody@example.net")
+    assert invited_ids(world) == [BOB]
+    text = json.dumps(card, ensure_ascii=False)
+    assert "nobody@example.net" in text
+    assert UNKNOWN_EMAIL.en_us in text
+    assert card["header"]["template"] == "orange"
+
+
+async def test_all_means_everyone_in_the_chat_but_the_sender_and_bots(world: Harness) -> None:
+    await invite(world, "/invite 123456789 @all", mention_bot=True)
+    members = world.emulator.config.chat(TEAM).members  # type: ignore[union-attr]
+    assert sorted(invited_ids(world)) == sorted(member for member in members if member != ALICE)
+
+
+async def test_without_a_number_the_last_meeting_is_used_and_otherwise_asked_for(world: Harness) -> None:
+    card = await invite(world, "/invite @Bob")
+    assert "Which meeting?" in json.dumps(card)
+    assert world.emulator.invite_calls == []
+    await invite(world, "/invite 123456789 @Bob")
+    await invite(world, "/invite @Carol")
+    assert [call.meeting_id for call in world.emulator.invite_calls] == [MEETING_IN_PROGRESS] * 2
+    world.emulator.end_meeting(MEETING_IN_PROGRESS)
+    card = await invite(world, "/invite @Carol")
+    assert "Which meeting?" in json.dumps(card)
+    assert len(world.emulator.invite_calls) == 2
+
+
+async def test_partial_failure_is_shown_per_person(world: Harness) -> None:
+    world.emulator.fail_invitee(CAROL, 2)
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    text = json.dumps(card, ensure_ascii=False)
+    assert card["header"]["template"] == "orange"
+    assert NOT_INVITED.en_us in text
+    assert NOT_INVITED.zh_cn in text
+    assert f"<at id={CAROL}></at>" in text
+
+
+async def test_every_seed_error_code_gets_its_sentence(world: Harness) -> None:
+    for code in (121001, 121002, 121003, 121005, 122001, 122002, 122003, 122005, 122006, 122007, 122008):
+        world.emulator.clear_invitee_failures()
+        world.emulator.fail_invitee(BOB, code)
+        card = await invite(world, "/invite 123456789 @Bob")
+        text = json.dumps(card, ensure_ascii=False)
+        assert REASONS[code].en_us in text, code
+        assert REASONS[code].zh_cn in text, code
+        assert card["header"]["template"] == "red", code
+
+
+async def test_not_being_in_the_meeting_says_join_first(world: Harness) -> None:
+    card = await invite(world, "/invite 987654321 @Carol")
+    assert REASONS[122003].en_us in json.dumps(card, ensure_ascii=False)
+
+
+async def test_a_number_with_no_meeting_in_progress_says_so(world: Harness) -> None:
+    card = await invite(world, "/invite 111 111 111 @Bob")
+    assert "is not in progress" in json.dumps(card)
+
+
+async def test_more_than_the_ceiling_is_refused(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(60, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config)
+    try:
+        card = await invite(world, "/invite 123456789 @all", chat=ROOM)
+        assert "Too many people" in json.dumps(card)
+        assert world.emulator.invite_calls == []
+    finally:
+        await world.close()
+
+
+async def test_twenty_three_people_go_in_calls_of_at_most_ten_each_once(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(23, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config)
+    try:
+        meeting = world.emulator.add_meeting(
+            meeting_id="7000000000000000001",
+            meeting_no="444555666",
+            host=ALICE,
+            participants=(ALICE,),
+            capacity=50,
+        )
+        card = await invite(world, "/invite 444555666 @all", chat=ROOM)
+        calls = world.emulator.invite_calls
+        assert all(len(call.invitee_ids) <= 10 for call in calls)
+        assert len(calls) == 3
+        everyone = [open_id for open_id in world.emulator.config.chat(ROOM).members if open_id != ALICE]  # type: ignore[union-attr]
+        assert sorted(invited_ids(world)) == sorted(everyone)
+        assert len(invited_ids(world)) == len(set(invited_ids(world)))
+        assert card["header"]["template"] == "green"
+        assert meeting.meeting_id == calls[0].meeting_id
+    finally:
+        await world.close()
+
+
+async def test_five_hundred_people_stay_within_fifty_calls_a_second(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(500, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config, bot_invite_ceiling=600)
+    try:
+        world.emulator.add_meeting(
+            meeting_id="7000000000000000002",
+            meeting_no="777888999",
+            host=ALICE,
+            participants=(ALICE,),
+            capacity=1000,
+        )
+        started = time.perf_counter()
+        card = await invite(world, "/invite 777888999 @all", chat=ROOM)
+        elapsed = time.perf_counter() - started
+        calls = world.emulator.invite_calls
+        assert all(call.code == 0 for call in calls)  # never once over Feishu's limit
+        stamps = sorted(call.at for call in calls)
+        assert len(invited_ids(world)) == len(set(invited_ids(world))) >= 500
+        assert generated_open_id(499) in invited_ids(world)
+        for i, stamp in enumerate(stamps):
+            assert sum(1 for other in stamps[i:] if other < stamp + 1.0) <= 50
+        assert elapsed < 10  # about a second of calls, not fifty
+        size = len(json.dumps(card, ensure_ascii=False, separators=(",", ":")).encode())
+        assert size < 30 * 1024
+        print(f"500+ invitees: {len(calls)} calls, {elapsed:.2f} s from message to card, card {size} bytes")
+    finally:
+        await world.close()
+
+
+async def test_first_invite_asks_to_authorize_then_runs_by_itself(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path, clock=ManualClock())
+    try:
+        await world.start_bot()
+        await world.emulator.say(ALICE, TEAM, "/invite 123456789 @Bob")
+        url = await ephemeral_prompt(world, ALICE)
+        assert world.emulator.invite_calls == []
+        status, _ = await browse(world.emulator.authorize(url, as_user=ALICE))
+        assert status == 200
+        [card] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+        assert invited_ids(world) == [BOB]
+        assert "Invited 1" in json.dumps(card.content)
+    finally:
+        await world.close()
