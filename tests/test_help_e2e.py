@@ -51,3 +51,12 @@ async def test_post_message_with_command_is_read(world: Harness) -> None:
     await world.emulator.say(ALICE, TEAM, "/help", message_type="post")
     [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
     assert "Invite bot" in card_text(reply.content)
+
+
+async def test_mentioning_the_bot_without_a_command_in_a_group_gets_help(world: Harness) -> None:
+    await world.emulator.say(ALICE, TEAM, "hello there")  # the bot is mentioned first
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    text = card_text(reply.content)
+    assert "I only understand commands" in text
+    assert "/invite" in text
+    assert "/invite 123456789 @Alice @Bob" in text  # usage and examples, from the command table
