@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 import structlog
+from pydantic import BaseModel
 
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
@@ -33,6 +34,9 @@ CHUNK = 10
 # @all in a chat of more members than this is refused rather than paged for minutes.
 MAX_MEMBER_PAGES = 50
 INVITED = 1
+DONE_NAMESPACE = "invite_done"
+# Longer than the inbox's whole retry schedule, so a retried command always finds its record.
+DONE_TTL_SECONDS = 24 * 3600.0
 
 USAGE = "/invite [MEETING] @user ... [email ...]"
 EXAMPLES = (
@@ -65,6 +69,11 @@ def invite_command(ceiling: int) -> Command:
 
 async def _invite(context: CommandContext, ceiling: int) -> None:
     services, message = context.services, context.message
+    done = await _kept_result(context)
+    if done is not None:
+        log.info("command already carried out; answering from its record")
+        await context.reply_card(result_card(*done))
+        return
     request = read_invite(
         context.args,
         message.mentions,
@@ -93,11 +102,57 @@ async def _invite(context: CommandContext, ceiling: int) -> None:
     if len(people) > ceiling:
         await context.reply_card(too_many_card(len(people), ceiling))
         return
-    outcomes = await _send_invitations(context, meeting, people)
-    await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
+    outcomes = [*await _send_invitations(context, meeting, people), *unknown]
+    # Kept before anything else can fail: if the reply below fails and the inbox runs this command
+    # again, it answers from this record instead of ringing everyone a second time.
+    await _keep_result(context, meeting, outcomes)
     invited = sum(outcome.invited for outcome in outcomes)
-    log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited + len(unknown))
-    await context.reply_card(result_card(meeting, [*outcomes, *unknown]))
+    log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited)
+    await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
+    await context.reply_card(result_card(meeting, outcomes))
+
+
+async def _keep_result(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> None:
+    record = _Done(meeting=meeting, outcomes=[_DoneOutcome.of(outcome) for outcome in outcomes])
+    await context.services.store.put(
+        DONE_NAMESPACE,
+        context.message.message_id,
+        record.model_dump_json().encode(),
+        expires_at=context.services.clock() + DONE_TTL_SECONDS,
+    )
+
+
+async def _kept_result(context: CommandContext) -> tuple[Meeting, list[Outcome]] | None:
+    stored = await context.services.store.get(
+        DONE_NAMESPACE, context.message.message_id, now=context.services.clock()
+    )
+    if stored is None:
+        return None
+    record = _Done.model_validate_json(stored.value)
+    return record.meeting, [outcome.restore() for outcome in record.outcomes]
+
+
+class _DoneOutcome(BaseModel):
+    open_id: str | None
+    invited: bool
+    reason: tuple[str, str] | None = None
+    email: str | None = None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> _DoneOutcome:
+        reason = None if outcome.reason is None else (outcome.reason.zh_cn, outcome.reason.en_us)
+        return cls(open_id=outcome.open_id, invited=outcome.invited, reason=reason, email=outcome.email)
+
+    def restore(self) -> Outcome:
+        reason = None if self.reason is None else Text(*self.reason)
+        return Outcome(open_id=self.open_id, invited=self.invited, reason=reason, email=self.email)
+
+
+class _Done(BaseModel):
+    """An /invite already carried out, by the message that asked for it."""
+
+    meeting: Meeting
+    outcomes: list[_DoneOutcome]
 
 
 async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:

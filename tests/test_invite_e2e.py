@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.emulator import EmulatorConfig
+from bot.emulator import EmulatorConfig, Fault
 from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from handlers.invite_reasons import NOT_INVITED, REASONS, UNKNOWN_EMAIL
 from tests.harness import ALICE, BOB, TEAM, Harness, ManualClock, open_harness
@@ -217,3 +217,10 @@ async def test_first_invite_asks_to_authorize_then_runs_by_itself(tmp_path: Path
         assert "Invited 1" in json.dumps(card.content)
     finally:
         await world.close()
+
+
+async def test_a_failed_reply_is_retried_without_inviting_anyone_twice(world: Harness) -> None:
+    world.emulator.add_fault(Fault(route="reply", status=400, code=230099, msg="card refused"))
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    assert "Invited 2" in json.dumps(card)
+    assert len(world.emulator.invite_calls) == 1  # the retry answered from the record
