@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.app import RUNTIME, create_app
 from bot.emulator import Emulator, EmulatorConfig
+from bot.emulator.config import MEETING_IN_PROGRESS
 from bot.emulator.render import render_message
 from bot.emulator.server import start_emulator
 from bot.logs import configure_logging
@@ -38,9 +39,10 @@ def _say(who: str, chat: str, text: str) -> None:
 
 
 def _show_new_replies(emulator: Emulator, seen: int) -> int:
+    names = {user.open_id: user.name for user in emulator.config.users}
     for message in emulator.messages[seen:]:
         print("InviteBot replies:")
-        print(render_message(message.msg_type, message.content))
+        print(render_message(message.msg_type, message.content, names=names))
     return len(emulator.messages)
 
 
@@ -157,6 +159,7 @@ async def _conversation(emulator: Emulator, app: web.Application) -> list[Step]:
     typo_answered = "Did you mean `/help`?" in str(emulator.messages[-1].content)
     steps.append(Step("a typo gets 'did you mean'", typo_answered))
     steps += await _authorization(emulator, alice.name, alice.open_id, group.chat_id, where)
+    steps += await _invite(emulator, alice.name, alice.open_id, group.chat_id, where)
     return steps
 
 
@@ -205,3 +208,32 @@ async def _authorization(emulator: Emulator, name: str, open_id: str, chat_id: s
     done = "authorized until" in str(emulator.messages[-1].content)
     steps.append(Step("the waiting /login finished without retyping", done))
     return steps
+
+
+async def _invite(emulator: Emulator, name: str, open_id: str, chat_id: str, where: str) -> list[Step]:
+    """The product: an /invite with one person who cannot come, and the card that says so."""
+    others = [user for user in emulator.config.users if user.open_id != open_id][:2]
+    if len(others) < 2:
+        return [Step("/invite", False, "the emulator's directory has fewer than three people")]
+    busy = others[1]
+    emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id)  # in another call: Feishu cannot ring them
+    answered = len(emulator.messages)
+    text = f"/invite 123 456 789 @{others[0].name} @{busy.name}"
+    _say(name, where, f"@InviteBot {text}")
+    print(f"({busy.name} is in another call)")
+    await emulator.say(open_id, chat_id, text)
+    try:
+        await emulator.wait_for_messages(answered + 1, chat_id=chat_id, timeout=10)
+    except TimeoutError:
+        return [Step("/invite answered with a result card", False, "no reply within 10 s")]
+    _show_new_replies(emulator, answered)
+    calls = emulator.invite_calls
+    invited_first = bool(calls) and list(calls[-1].invitee_ids) == [others[0].open_id, busy.open_id]
+    card = str(emulator.messages[-1].content)
+    return [
+        Step(f"{name}'s /invite rang {others[0].name} and {busy.name}, as {name}", invited_first),
+        Step(
+            "the result card says who was invited and who was not",
+            "Invited 1" in card and f"<at id={busy.open_id}>" in card and "could not invite" in card,
+        ),
+    ]

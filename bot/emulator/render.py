@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 Lang = str
+_AT = re.compile(r"<at id=([^>]+)></at>")
 
 
 def _text(node: Any, lang: Lang) -> str:
@@ -58,9 +61,13 @@ def render_card(card: dict[str, Any], lang: Lang = "en_us") -> str:
     return "\n".join(lines)
 
 
-def render_message(msg_type: str, content: dict[str, Any], lang: Lang = "en_us") -> str:
+def render_message(
+    msg_type: str, content: dict[str, Any], lang: Lang = "en_us", names: Mapping[str, str] | None = None
+) -> str:
+    """As a reader sees it; `names` turns `<at id=...>` mentions into @Name, as the client does."""
     if msg_type == "interactive":
-        return render_card(content, lang)
+        text = render_card(content, lang)
+        return _AT.sub(lambda match: "@" + (names or {}).get(match.group(1), match.group(1)), text)
     if msg_type == "text":
         return str(content.get("text", ""))
     return f"({msg_type} message)"
