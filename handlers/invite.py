@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import structlog
 from pydantic import BaseModel
 
+from bot.feishu.errors import UNAVAILABLE as UNAVAILABLE_CODE
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
@@ -25,7 +26,14 @@ from handlers.invite_cards import (
     too_many_card,
 )
 from handlers.invite_grammar import InviteRequest, read_invite
-from handlers.invite_reasons import NOT_INVITED, UNKNOWN_EMAIL, reason_for
+from handlers.invite_reasons import (
+    INTERRUPTED,
+    NEEDS_AUTHORIZATION,
+    NOT_INVITED,
+    UNCERTAIN,
+    UNKNOWN_EMAIL,
+    reason_for,
+)
 
 log = structlog.get_logger("handlers.invite")
 
@@ -35,6 +43,7 @@ CHUNK = 10
 MAX_MEMBER_PAGES = 50
 INVITED = 1
 DONE_NAMESPACE = "invite_done"
+EMAILS_PER_LOOKUP = 50  # batch_get_id's limit
 # Longer than the inbox's whole retry schedule, so a retried command always finds its record.
 DONE_TTL_SECONDS = 24 * 3600.0
 
@@ -69,10 +78,11 @@ def invite_command(ceiling: int) -> Command:
 
 async def _invite(context: CommandContext, ceiling: int) -> None:
     services, message = context.services, context.message
-    done = await _kept_result(context)
-    if done is not None:
+    kept = await _kept(context)
+    if kept is not None:
+        # Run before (a retry after a failed reply, or a restart part-way): answer, never invite again.
         log.info("command already carried out; answering from its record")
-        await context.reply_card(result_card(*done))
+        await context.reply_card(result_card(kept.meeting, [outcome.restore() for outcome in kept.outcomes]))
         return
     request = read_invite(
         context.args,
@@ -95,24 +105,32 @@ async def _invite(context: CommandContext, ceiling: int) -> None:
         no = request.meeting_no
         await context.reply_card(not_in_progress_card(no) if no else need_meeting_card(USAGE, EXAMPLES))
         return
-    people, unknown = await _collect(context, request)
+    try:
+        people, unknown = await _collect(context, request)
+    except FeishuApiError as error:
+        await context.reply_card(lookup_failed_card(reason_for(error.code, error.log_id)))
+        return
     if not people and not unknown:
         await context.reply_card(nobody_card(USAGE, EXAMPLES))
         return
     if len(people) > ceiling:
         await context.reply_card(too_many_card(len(people), ceiling))
         return
+    # Recorded before the first call: if this process dies while inviting, a rerun must not ring
+    # anyone again, so it reports them as "may have been invited" instead.
+    interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
+    await _keep(context, meeting, [*interrupted, *unknown])
     outcomes = [*await _send_invitations(context, meeting, people), *unknown]
-    # Kept before anything else can fail: if the reply below fails and the inbox runs this command
-    # again, it answers from this record instead of ringing everyone a second time.
-    await _keep_result(context, meeting, outcomes)
+    await _keep(context, meeting, outcomes)
     invited = sum(outcome.invited for outcome in outcomes)
     log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited)
     await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
     await context.reply_card(result_card(meeting, outcomes))
+    if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
+        await ask_to_authorize(context)
 
 
-async def _keep_result(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> None:
+async def _keep(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> None:
     record = _Done(meeting=meeting, outcomes=[_DoneOutcome.of(outcome) for outcome in outcomes])
     await context.services.store.put(
         DONE_NAMESPACE,
@@ -122,14 +140,11 @@ async def _keep_result(context: CommandContext, meeting: Meeting, outcomes: Sequ
     )
 
 
-async def _kept_result(context: CommandContext) -> tuple[Meeting, list[Outcome]] | None:
+async def _kept(context: CommandContext) -> _Done | None:
     stored = await context.services.store.get(
         DONE_NAMESPACE, context.message.message_id, now=context.services.clock()
     )
-    if stored is None:
-        return None
-    record = _Done.model_validate_json(stored.value)
-    return record.meeting, [outcome.restore() for outcome in record.outcomes]
+    return None if stored is None else _Done.model_validate_json(stored.value)
 
 
 class _DoneOutcome(BaseModel):
@@ -161,7 +176,7 @@ async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meet
     if request.meeting_no is not None:
         number = request.meeting_no
         return await services.authority.call_as(
-            tenant, sender, lambda token: services.meetings.in_progress(number, token)
+            tenant, sender, lambda token: services.meetings.in_progress(tenant, number, token)
         )
     return await services.authority.call_as(
         tenant, sender, lambda token: services.meetings.remembered(tenant, message.chat_id, sender, token)
@@ -175,7 +190,10 @@ async def _collect(context: CommandContext, request: InviteRequest) -> tuple[lis
     people = list(request.open_ids)
     unknown: list[Outcome] = []
     if request.emails:
-        found = await services.client.open_ids_by_email(list(request.emails))
+        found: dict[str, str] = {}
+        for start in range(0, len(request.emails), EMAILS_PER_LOOKUP):
+            batch = list(request.emails[start : start + EMAILS_PER_LOOKUP])
+            found.update(await services.client.open_ids_by_email(batch))
         for email in request.emails:
             open_id = found.get(email)
             if open_id is None:
@@ -194,7 +212,9 @@ async def _chat_members(context: CommandContext) -> list[str]:
     for _ in range(MAX_MEMBER_PAGES):
         page = await client.chat_members(chat_id, page_token=page_token)
         # The members API lists people only; bots in the chat are not among them.
-        members.extend(item.member_id for item in page.items if item.member_id_type == "open_id")
+        members.extend(
+            item.member_id for item in page.items if item.member_id and item.member_id_type == "open_id"
+        )
         if not page.has_more or not page.page_token:
             break
         page_token = page.page_token
@@ -204,7 +224,11 @@ async def _chat_members(context: CommandContext) -> list[str]:
 async def _send_invitations(
     context: CommandContext, meeting: Meeting, people: Sequence[str]
 ) -> list[Outcome]:
-    """All chunks at once: the client's rate limiter paces them to Feishu's 50/s and 1000/min."""
+    """All chunks at once: the client's rate limiter paces them to Feishu's 50/s and 1000/min.
+
+    Every chunk ends in outcomes, never an exception, so the record of what was sent is always
+    written and a rerun never rings anyone twice.
+    """
     chunks = [list(people[start : start + CHUNK]) for start in range(0, len(people), CHUNK)]
     results = await asyncio.gather(*(_invite_chunk(context, meeting, chunk) for chunk in chunks))
     return [outcome for chunk in results for outcome in chunk]
@@ -213,16 +237,26 @@ async def _send_invitations(
 async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[str]) -> list[Outcome]:
     services, message = context.services, context.message
     body = InviteMeetingRequest(invitees=[MeetingUser(id=open_id) for open_id in chunk])
+
+    def everyone(reason: Text) -> list[Outcome]:
+        return [Outcome(open_id=open_id, invited=False, reason=reason) for open_id in chunk]
+
     try:
         results = await services.authority.call_as(
             message.tenant_key,
             message.sender_open_id,
             lambda token: services.client.invite_to_meeting(meeting.id, body, user_access_token=token),
         )
+    except AuthorizationRequired:
+        return everyone(NEEDS_AUTHORIZATION)  # refused before anything was sent
     except FeishuApiError as error:
+        if error.code == UNAVAILABLE_CODE:
+            return everyone(UNCERTAIN)  # no answer at all: the invitation may have gone through
         # A whole-call refusal (not in the meeting, locked, full...) applies to everyone in the call.
-        reason = reason_for(error.code, error.log_id)
-        return [Outcome(open_id=open_id, invited=False, reason=reason) for open_id in chunk]
+        return everyone(reason_for(error.code, error.log_id))
+    except Exception:
+        log.exception("invitation call failed unexpectedly", meeting_id=meeting.id)
+        return everyone(UNCERTAIN)
     status = {result.id: result.status for result in results}
     return [
         Outcome(open_id=open_id, invited=True)

@@ -7,6 +7,7 @@ dozen are summarised by count, and failures are grouped by reason.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,16 @@ class Outcome:
     email: str | None = None
 
 
-def escape(text: str) -> str:
-    """Text from outside (a meeting topic, an e-mail) shown literally: no markup, no <at> pings."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("<", "&lt;").replace(">", "&gt;")
+def escape(text: str, limit: int = 120) -> str:
+    """Text from outside (a meeting topic, an e-mail) shown literally: no markup, no <at> pings, one line.
+
+    `&` goes first so an already-escaped `&lt;at ...&gt;` cannot turn back into a tag; newlines go so
+    a topic cannot start a list or a rule; long text is cut, to keep the card small.
+    """
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def _plain(content: str) -> dict[str, object]:
@@ -52,7 +60,36 @@ def format_meeting_no(meeting_no: str) -> str:
     return f"{meeting_no[:3]} {meeting_no[3:6]} {meeting_no[6:]}" if len(meeting_no) == 9 else meeting_no
 
 
+# Feishu's limits for a card (reference §4.4), with room to spare for what Feishu adds when it renders.
+MAX_CARD_BYTES = 28 * 1024
+MAX_ELEMENTS = 190
+# Distinct failure reasons shown as their own group; the rest are counted together.
+MAX_REASON_GROUPS = 20
+
+
 def result_card(meeting: Meeting, outcomes: Sequence[Outcome]) -> Card:
+    """The result card, naming fewer people until it fits Feishu's size and element limits."""
+    listed = LISTED_FAILURES
+    while True:
+        built = _result_card(meeting, outcomes, listed)
+        if listed == 0 or (_size(built) <= MAX_CARD_BYTES and _elements_in(built) <= MAX_ELEMENTS):
+            return built
+        listed //= 2
+
+
+def _size(card_json: Card) -> int:
+    return len(json.dumps(card_json, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _elements_in(node: object) -> int:
+    if isinstance(node, dict):
+        return (1 if "tag" in node else 0) + sum(_elements_in(value) for value in node.values())
+    if isinstance(node, list):
+        return sum(_elements_in(item) for item in node)
+    return 0
+
+
+def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int) -> Card:
     invited = [outcome for outcome in outcomes if outcome.invited]
     failed = [outcome for outcome in outcomes if not outcome.invited]
     template: Template
@@ -74,21 +111,27 @@ def result_card(meeting: Meeting, outcomes: Sequence[Outcome]) -> Card:
         elements.append(markdown(Text(f"✅ 已邀请 {len(invited)} 人", f"✅ Invited {len(invited)}")))
         if len(invited) <= LISTED_SUCCESSES:
             elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
-    elements.extend(_failures(failed))
+    elements.extend(_failures(failed, listed_failures))
     return card(title, elements, template=template, summary=title)
 
 
-def _failures(failed: Sequence[Outcome]) -> list[dict[str, object]]:
+OTHER_REASONS = Text("其他原因", "Other reasons")
+
+
+def _failures(failed: Sequence[Outcome], listed_failures: int) -> list[dict[str, object]]:
     groups: dict[Text, list[Outcome]] = {}
     for outcome in failed:
-        groups.setdefault(outcome.reason or Text("未知原因", "Unknown reason"), []).append(outcome)
+        reason = outcome.reason or Text("未知原因", "Unknown reason")
+        if reason not in groups and len(groups) >= MAX_REASON_GROUPS:
+            reason = OTHER_REASONS
+        groups.setdefault(reason, []).append(outcome)
     elements: list[dict[str, object]] = []
     listed = 0
     for reason, members in groups.items():
         elements.append(
             markdown(Text(f"❌ {reason.zh_cn}（{len(members)}）", f"❌ {reason.en_us} ({len(members)})"))
         )
-        shown = members[: max(0, LISTED_FAILURES - listed)]
+        shown = members[: max(0, listed_failures - listed)]
         listed += len(shown)
         line = " ".join(_who(outcome) for outcome in shown)
         if len(shown) < len(members):

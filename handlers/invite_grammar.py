@@ -14,15 +14,22 @@ from bot.feishu.events import Mention
 
 # Feishu's placeholders for mentions in message text: `@_user_1`, `@_user_2`, ... and `@_all`.
 _PLACEHOLDER = re.compile(r"@_user_\d+")
-_ALL = re.compile(r"@_all\b|@all\b|@所有人", re.IGNORECASE)
+# Feishu turns an @all into the `@_all` placeholder; a typed "@all" counts too, but never inside an
+# address such as ops@all.example.com.
+_ALL = re.compile(r"(?<![\w.+-])(?:@_all|@all|@所有人)(?![\w.@-])", re.IGNORECASE)
 _LINK = re.compile(r"https?://vc\.(?:feishu\.cn|larksuite\.com)/j/(\d{9})(?!\d)", re.IGNORECASE)
 # Nine digits, optionally grouped 3-3-3 by spaces or dashes; not part of a longer number.
-_NUMBER = re.compile(r"(?<![\d-])(\d{3})[ \t-]?(\d{3})[ \t-]?(\d{3})(?![\d-])")
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+# Not glued to letters either: a doc link's `AbC123456789Def` is not a meeting.
+_NUMBER = re.compile(r"(?<![\w-])(\d{3})[ \t-]?(\d{3})[ \t-]?(\d{3})(?![\w-])")
+# RFC 5321 caps an address at 254 characters; longer "addresses" are not looked up.
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![\w-]|\.\w)"
+)
 # A markdown link as Feishu renders links in received text: [label](url).
 _MARKDOWN_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
 
-MAX_EMAILS = 50  # batch_get_id takes at most 50 e-mails per call
+# More addresses than anyone types; the lookup goes 50 at a time (batch_get_id's limit).
+MAX_EMAILS = 200
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,19 @@ UNKNOWN_EMAIL = Text(
     "No Feishu user with this e-mail that I can see (use the account e-mail, not an alias).",
 )
 UNAVAILABLE = Text("暂时连不上飞书，请稍后再试。", "Feishu could not be reached; try again in a moment.")
+# No answer came back for an invitation, so it may have gone through: never resent blindly.
+UNCERTAIN = Text(
+    "飞书没有答复，可能已经邀请成功；请在会议里确认后再决定是否重邀。",
+    "Feishu did not answer, so they may have been invited: check the meeting before inviting again.",
+)
+NEEDS_AUTHORIZATION = Text(
+    "你的授权中途失效，这些人没有被邀请；请重新授权后再邀请他们。",
+    "Your authorization ended part-way, so these people were not invited: authorize again, then invite them.",
+)
+INTERRUPTED = Text(
+    "邀请过程中机器人被中断，可能已经邀请成功；请在会议里确认。",
+    "I was interrupted while inviting, so they may have been invited: check the meeting.",
+)
 
 
 def reason_for(code: int, log_id: str = "") -> Text:
@@ -51,5 +64,6 @@ def reason_for(code: int, log_id: str = "") -> Text:
         return known
     if code < 0:
         return UNAVAILABLE
+    # The log_id is what Feishu support traces a failure by; say it, so the user can quote it.
     trace = f" (log_id {log_id})" if log_id else ""
     return Text(f"飞书返回错误 {code}{trace}。", f"Feishu answered with error {code}{trace}.")

@@ -8,7 +8,7 @@ Feishu has no "which meeting is this user in" call. A meeting number is reused o
 from __future__ import annotations
 
 import json
-import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from bot.clock import Clock
@@ -24,8 +24,10 @@ CANDIDATES_TTL_SECONDS = 600.0
 MAX_PAGES = 5
 LAST_MEETING_NAMESPACE = "last_meeting"
 LAST_MEETING_TTL_SECONDS = 24 * 3600.0
-# GET answers 121004 for a meeting id it does not know (reference §7.2).
-MEETING_NOT_FOUND = 121004
+# GET answers 121004 for an id it does not know and 121005 for one this user may not see (reference
+# §7.2: "only your own meetings"); either way that candidate is not the user's meeting.
+NOT_YOURS = frozenset({121004, 121005})
+_CACHED_NUMBERS = 1024
 
 
 @dataclass(frozen=True)
@@ -39,26 +41,29 @@ class MeetingFinder:
         self._client = client
         self._store = store
         self._clock = clock
-        self._candidates: dict[str, _Candidates] = {}
+        # Per tenant and number: another tenant's meeting with the same number is not ours to try.
+        self._candidates: OrderedDict[tuple[str, str], _Candidates] = OrderedDict()
 
-    async def in_progress(self, meeting_no: str, access_token: str) -> Meeting | None:
+    async def in_progress(self, tenant_key: str, meeting_no: str, access_token: str) -> Meeting | None:
         """The meeting with this number that is in progress now, if any."""
-        cached = self._candidates.get(meeting_no)
-        fresh = cached is not None and time.monotonic() - cached.fetched_at < CANDIDATES_TTL_SECONDS
-        ids = (
-            cached.meeting_ids if cached is not None and fresh else await self._list(meeting_no, access_token)
-        )
+        key = (tenant_key, meeting_no)
+        cached = self._candidates.get(key)
+        fresh = cached is not None and self._clock() - cached.fetched_at < CANDIDATES_TTL_SECONDS
+        if cached is not None and fresh:
+            ids = cached.meeting_ids
+        else:
+            ids = await self._list(key, access_token)
         meeting = await self._first_in_progress(ids, access_token)
         if meeting is None and fresh:
             # The cached candidates are over; a new meeting may have started under the same number.
-            meeting = await self._first_in_progress(await self._list(meeting_no, access_token), access_token)
+            meeting = await self._first_in_progress(await self._list(key, access_token), access_token)
         return meeting
 
     async def by_id(self, meeting_id: str, access_token: str) -> Meeting | None:
         try:
             return await self._client.get_meeting(meeting_id, user_access_token=access_token)
         except FeishuApiError as error:
-            if error.code == MEETING_NOT_FOUND:
+            if error.code in NOT_YOURS:
                 return None
             raise
 
@@ -78,7 +83,7 @@ class MeetingFinder:
         return meeting if meeting is not None and meeting.in_progress else None
 
     async def remember(self, tenant_key: str, chat_id: str, open_id: str, meeting: Meeting) -> None:
-        value = json.dumps({"meeting_id": meeting.id, "meeting_no": meeting.meeting_no}).encode()
+        value = json.dumps({"meeting_id": meeting.id}).encode()
         await self._store.put(
             LAST_MEETING_NAMESPACE,
             _key(tenant_key, chat_id, open_id),
@@ -86,7 +91,8 @@ class MeetingFinder:
             expires_at=self._clock() + LAST_MEETING_TTL_SECONDS,
         )
 
-    async def _list(self, meeting_no: str, access_token: str) -> tuple[str, ...]:
+    async def _list(self, key: tuple[str, str], access_token: str) -> tuple[str, ...]:
+        meeting_no = key[1]
         now = int(self._clock())
         ids: list[str] = []
         page_token: str | None = None
@@ -106,7 +112,10 @@ class MeetingFinder:
         ordered = tuple(
             sorted(dict.fromkeys(ids), key=lambda meeting_id: (len(meeting_id), meeting_id), reverse=True)
         )
-        self._candidates[meeting_no] = _Candidates(ordered, time.monotonic())
+        self._candidates[key] = _Candidates(ordered, self._clock())
+        self._candidates.move_to_end(key)
+        while len(self._candidates) > _CACHED_NUMBERS:
+            self._candidates.popitem(last=False)
         return ordered
 
     async def _first_in_progress(self, meeting_ids: tuple[str, ...], access_token: str) -> Meeting | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from bot.feishu.events import MessageReceiveEvent
@@ -46,8 +47,14 @@ def _post_text(body: dict[str, Any]) -> str | None:
             if not isinstance(node, dict):
                 continue
             tag = node.get("tag")
-            if tag in ("text", "a", "code_block") and isinstance(node.get("text"), str):
+            if tag in ("text", "code_block") and isinstance(node.get("text"), str):
                 parts.append(node["text"])
+            elif tag == "a":
+                # Both the label and the address: a meeting link may hide behind any label.
+                label, href = node.get("text"), node.get("href")
+                parts.append(
+                    f" {label if isinstance(label, str) else ''} {href if isinstance(href, str) else ''} "
+                )
             elif tag == "at" and isinstance(node.get("user_id"), str):
                 parts.append(f" {node['user_id']} ")
         lines.append("".join(parts))
@@ -64,7 +71,8 @@ def read_message(event: MessageReceiveEvent, bot_open_id: str) -> IncomingMessag
         return None
     bot_keys = {mention.key for mention in message.mentions if mention.id.open_id == bot_open_id}
     for key in bot_keys:
-        text = text.replace(key, " ")
+        # Whole placeholders only: removing `@_user_1` must leave `@_user_12` intact.
+        text = re.sub(re.escape(key) + r"(?!\d)", " ", text)
     others = tuple(mention for mention in message.mentions if mention.key not in bot_keys)
     return IncomingMessage(
         message_id=message.message_id,

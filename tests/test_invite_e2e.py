@@ -12,7 +12,7 @@ import pytest
 
 from bot.emulator import EmulatorConfig, Fault
 from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
-from handlers.invite_reasons import NOT_INVITED, REASONS, UNKNOWN_EMAIL
+from handlers.invite_reasons import NEEDS_AUTHORIZATION, NOT_INVITED, REASONS, UNCERTAIN, UNKNOWN_EMAIL
 from tests.harness import ALICE, BOB, TEAM, Harness, ManualClock, open_harness
 from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
 
@@ -224,3 +224,54 @@ async def test_a_failed_reply_is_retried_without_inviting_anyone_twice(world: Ha
     card = await invite(world, "/invite 123456789 @Bob @Carol")
     assert "Invited 2" in json.dumps(card)
     assert len(world.emulator.invite_calls) == 1  # the retry answered from the record
+
+
+async def test_an_invitation_without_an_answer_is_not_sent_again(world: Harness) -> None:
+    world.emulator.add_fault(Fault(route="invite", status=503))
+    card = await invite(world, "/invite 123456789 @Bob")
+    assert len(world.emulator.invite_calls) <= 1  # never resent after a lost answer
+    assert UNCERTAIN.en_us in json.dumps(card, ensure_ascii=False)
+
+
+async def test_authorization_lost_while_inviting_reports_those_people_and_asks_again(world: Harness) -> None:
+    # The lookup works, then Feishu refuses Alice's token for the invitation even after a refresh.
+    world.emulator.fail_invitee(BOB, 99991668)
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    text = json.dumps(card, ensure_ascii=False)
+    assert NEEDS_AUTHORIZATION.en_us in text
+    assert f"<at id={BOB}></at>" in text
+    prompts = await world.emulator.wait_for_ephemeral(3, open_id=ALICE)  # prompt, "authorized", new prompt
+    assert "Authorize" in json.dumps(prompts[-1].card)
+    assert all(call.code != 0 for call in world.emulator.invite_calls)  # nobody was rung
+
+
+async def test_unknown_codes_show_the_code_and_the_log_id(world: Harness) -> None:
+    world.emulator.fail_invitee(BOB, 129999)
+    card = await invite(world, "/invite 123456789 @Bob")
+    text = json.dumps(card, ensure_ascii=False)
+    assert "error 129999" in text
+    assert "log_id 2" in text  # Feishu's log ids start with the date
+
+
+async def test_a_remembered_meeting_belongs_to_its_sender(world: Harness) -> None:
+    await invite(world, "/invite 123456789 @Carol")
+    await authorize(world, BOB)
+    before = len([m for m in world.emulator.messages if m.chat_id == TEAM])
+    await world.emulator.say(BOB, TEAM, "/invite @Carol")
+    replies = await world.emulator.wait_for_messages(
+        before + 2, chat_id=TEAM
+    )  # "authorized", then the answer
+    assert "Which meeting?" in json.dumps(replies[-1].content)
+    assert len(world.emulator.invite_calls) == 1
+
+
+async def test_sixty_emails_are_looked_up_fifty_at_a_time(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(60)
+    world = await open_world(tmp_path, config, bot_invite_ceiling=100)
+    try:
+        emails = " ".join(f"user{n:04d}@example.com" for n in range(1, 61))
+        card = await invite(world, f"/invite 123456789 {emails}")
+        assert len(set(invited_ids(world))) == 60
+        assert "Invited 60" in json.dumps(card)
+    finally:
+        await world.close()

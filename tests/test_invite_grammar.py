@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.feishu.events import Mention, UserId
+from bot.feishu.events import Mention, MessageReceiveEvent, UserId
 from bot.feishu.models import Meeting
 from handlers.i18n import Text
 from handlers.invite_cards import Outcome, result_card
 from handlers.invite_grammar import read_invite
+from handlers.messages import message_text, read_message
 
 SENDER = "ou_sender"
 BOT = "ou_bot"
@@ -132,3 +133,79 @@ def test_result_card_stays_within_feishus_limits(invited: int) -> None:
         assert card["header"]["template"] == ("red" if invited == 0 else "orange")
     else:
         assert card["header"]["template"] == "green"
+
+
+def test_removing_the_bots_mention_keeps_the_tenth_and_later_placeholders() -> None:
+    people = [f"ou_p{n:02d}" for n in range(2, 13)]
+    event = MessageReceiveEvent.model_validate(
+        {
+            "sender": {"sender_id": {"open_id": SENDER}, "sender_type": "user"},
+            "message": {
+                "message_id": "om_1",
+                "chat_id": "oc_1",
+                "chat_type": "group",
+                "message_type": "text",
+                "content": json.dumps(
+                    {"text": "@_user_1 /invite 123456789 " + " ".join(f"@_user_{n}" for n in range(2, 13))}
+                ),
+                "mentions": [{"key": "@_user_1", "id": {"open_id": BOT}}]
+                + [{"key": f"@_user_{n}", "id": {"open_id": people[n - 2]}} for n in range(2, 13)],
+            },
+        }
+    )
+    message = read_message(event, BOT)
+    assert message is not None
+    assert message.mentioned_bot
+    command, _, args = message.text.partition(" ")
+    assert command == "/invite"
+    request = read_invite(args, message.mentions, sender_open_id=SENDER, bot_open_id=BOT)
+    assert request.open_ids == tuple(people)
+
+
+def test_a_post_link_counts_by_its_address_not_only_its_label() -> None:
+    content = {
+        "title": "",
+        "content": [[{"tag": "a", "text": "join", "href": "https://vc.feishu.cn/j/123456789"}]],
+    }
+    text = message_text("post", json.dumps(content))
+    assert text is not None
+    assert read_invite(text, [], sender_open_id=SENDER, bot_open_id=BOT).meeting_no == "123456789"
+
+
+@pytest.mark.parametrize("text", ["ops@all.example.com", "me@all-hands.io", "x@All.com"])
+def test_an_address_at_all_is_not_everyone(text: str) -> None:
+    request = read_invite(text, [], sender_open_id=SENDER, bot_open_id=BOT)
+    assert not request.everyone
+    assert request.emails == (text.lower(),)
+
+
+@pytest.mark.parametrize(
+    "text", ["https://x.feishu.cn/docx/AbC123456789Def", "ou_123456789ab", "id_123456789"]
+)
+def test_nine_digits_glued_to_letters_are_not_a_meeting(text: str) -> None:
+    assert read_invite(text, [], sender_open_id=SENDER, bot_open_id=BOT).meeting_no is None
+
+
+def test_hostile_topics_and_addresses_stay_inert_and_small() -> None:
+    topic = "Sync &lt;at id=all&gt;&lt;/at&gt; <at id=all></at>\n- [x](http://evil)\n---" + "x" * 5000
+    meeting = Meeting(id="1", topic=topic, meeting_no="123456789", status=2)
+    emails = [("a" * 60) + f"{n}@example.com" for n in range(200)]
+    outcomes = [
+        Outcome(open_id=None, invited=False, reason=Text("未知", "unknown"), email=email) for email in emails
+    ]
+    card = result_card(meeting, outcomes)
+    text = json.dumps(card, ensure_ascii=False)
+    assert "<at id=all>" not in text
+    assert "&amp;lt;at id=all&amp;gt;" in text  # the already-escaped form is escaped again
+    assert "\\n-" not in text
+    assert card_size(card) < 30 * 1024
+
+
+def test_many_distinct_failure_reasons_stay_under_the_element_limit() -> None:
+    outcomes = [
+        Outcome(open_id=f"ou_{n:032d}", invited=False, reason=Text(f"错误 {n}", f"error {n} (log_id {n})"))
+        for n in range(1100)
+    ]
+    card = result_card(MEETING, outcomes)
+    assert count_elements(card) < 200
+    assert card_size(card) < 30 * 1024

@@ -153,6 +153,8 @@ class FeishuClient(FeishuTransport):
             body=body,
             auth="user",
             user_access_token=user_access_token,
+            # Repeating an invitation whose answer was lost would ring people twice.
+            retry="rate_limited",
         )
         return response.data.invite_results
 
@@ -181,7 +183,7 @@ class FeishuClient(FeishuTransport):
 
     async def oauth_token(self, body: OAuthTokenRequest) -> OAuthTokenResponse:
         """Exchange an authorization code or a refresh token (no bearer token: client credentials)."""
-        return await self.call(OAUTH_TOKEN, OAuthTokenResponse, body=body, auth=None, retry_transient=False)
+        return await self.call(OAUTH_TOKEN, OAuthTokenResponse, body=body, auth=None, retry="never")
 
     async def user_info(self, user_access_token: str) -> UserInfo:
         response = await self.call(

@@ -274,7 +274,8 @@ class InviteMeetingResponse(ApiResponse):
 
 class ChatMember(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
-    member_id: str
+    # Tolerated when missing: one odd item must not make a whole page unreadable.
+    member_id: str | None = None
     member_id_type: str = "open_id"
     name: str = ""
     tenant_key: str = ""

@@ -25,6 +25,7 @@ from bot.feishu.endpoints import (
     Endpoint,
 )
 from bot.feishu.errors import (
+    RATE_LIMITED,
     TENANT_TOKEN_INVALID,
     UNAVAILABLE,
     UNREADABLE_RESPONSE,
@@ -42,6 +43,7 @@ from bot.metrics import Metrics
 log = structlog.get_logger("bot.feishu")
 
 R = TypeVar("R", bound=ApiResponse)
+RetryWhen = Literal["transient", "rate_limited", "never"]
 
 LOG_ID_HEADER = "X-Tt-Logid"
 RATE_LIMIT_RESET_HEADER = "x-ogw-ratelimit-reset"
@@ -117,12 +119,14 @@ class FeishuTransport:
         auth: Literal["tenant", "user"] | None = "tenant",
         user_access_token: str | None = None,
         extra_limits: Sequence[tuple[str, Sequence[Limit]]] = (),
-        retry_transient: bool = True,
+        retry: RetryWhen = "transient",
     ) -> R:
         """Make one API call with retries. `auth`: "tenant", "user" (with user_access_token) or None.
 
-        `retry_transient=False` is for calls that must not be repeated blindly: a refresh whose answer
-        was lost may already have rotated the refresh token, so its caller decides what to do.
+        `retry` says what may be repeated. "transient": network errors, 5xx and rate limits (safe for
+        reads and for messages, which carry a uuid). "rate_limited": only a refusal that says the call
+        was not processed, for calls with effects a lost answer could hide (an invitation rings a phone).
+        "never": the caller decides (a refresh whose answer was lost may already have rotated the token).
         """
         url = self._domain + endpoint.path.format(**(path_params or {}))
         payload = None if body is None else body.model_dump_json(exclude_none=True).encode()
@@ -157,7 +161,8 @@ class FeishuTransport:
                 token_refetched = True
                 attempt -= 1
                 continue
-            retryable = retry_transient and (outcome.transient or status == 429)
+            rate_limited = status == 429 or outcome.code in RATE_LIMITED
+            retryable = (retry == "transient" and outcome.transient) or (retry != "never" and rate_limited)
             if not retryable or attempt >= self._retry.attempts:
                 self._metrics.api_calls.labels(endpoint.name, str(outcome.code)).inc()
                 log.warning(
