@@ -42,6 +42,8 @@ CHUNK = 10
 # @all in a chat of more members than this is refused rather than paged for minutes.
 MAX_MEMBER_PAGES = 50
 INVITED = 1
+# Whole-call refusals caused by one invitee: busy (122007), the operator themself (122005), bad id (121003).
+ABOUT_ONE_PERSON = frozenset({121003, 122005, 122007})
 DONE_NAMESPACE = "invite_done"
 EMAILS_PER_LOOKUP = 50  # batch_get_id's limit
 # Longer than the inbox's whole retry schedule, so a retried command always finds its record.
@@ -252,6 +254,11 @@ async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[s
     except FeishuApiError as error:
         if error.code == UNAVAILABLE_CODE:
             return everyone(UNCERTAIN)  # no answer at all: the invitation may have gone through
+        if error.code in ABOUT_ONE_PERSON and len(chunk) > 1:
+            # Refused because of someone in the call (busy, the sender, a bad id): nobody was rung, so
+            # ask person by person to learn who, instead of blaming all ten.
+            singles = await asyncio.gather(*(_invite_chunk(context, meeting, [open_id]) for open_id in chunk))
+            return [outcome for single in singles for outcome in single]
         # A whole-call refusal (not in the meeting, locked, full...) applies to everyone in the call.
         return everyone(reason_for(error.code, error.log_id))
     except Exception:

@@ -140,21 +140,21 @@ def _failures(failed: Sequence[Outcome], listed_failures: int) -> list[dict[str,
     return elements
 
 
-def need_meeting_card(usage: str, examples: Sequence[str]) -> Card:
-    lines_zh = [
-        "请告诉我邀请到哪个会议：在命令里写上 9 位会议号或会议链接。",
-        *(f"例如 `{e}`" for e in examples),
-    ]
-    lines_en = [
-        "Tell me which meeting: put its 9-digit number or its link in the command.",
-        *(f"e.g. `{e}`" for e in examples),
-    ]
-    body = Text("\n".join(lines_zh), "\n".join(lines_en))
-    return card(
-        Text("要邀请到哪个会议？", "Which meeting?"),
-        [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))],
-        template="orange",
+def _with_usage(title: Text, lead: Text, usage: str, examples: Sequence[str]) -> Card:
+    """A short card: what is missing, then the command's usage and examples (from its declaration)."""
+    body = Text(
+        "\n".join([lead.zh_cn, *(f"例如 `{example}`" for example in examples)]),
+        "\n".join([lead.en_us, *(f"e.g. `{example}`" for example in examples)]),
     )
+    return card(title, [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))], template="orange")
+
+
+def need_meeting_card(usage: str, examples: Sequence[str]) -> Card:
+    lead = Text(
+        "请告诉我邀请到哪个会议：在命令里写上 9 位会议号或会议链接。",
+        "Tell me which meeting: put its 9-digit number or its link in the command.",
+    )
+    return _with_usage(Text("要邀请到哪个会议？", "Which meeting?"), lead, usage, examples)
 
 
 def not_in_progress_card(meeting_no: str) -> Card:
@@ -167,17 +167,12 @@ def not_in_progress_card(meeting_no: str) -> Card:
 
 
 def nobody_card(usage: str, examples: Sequence[str]) -> Card:
-    body = Text(
-        "请 @ 要邀请的人，或写上他们的邮箱，或用 @所有人 邀请本群成员。\n"
-        + "\n".join(f"例如 `{e}`" for e in examples),
-        "Mention the people to invite, type their e-mails, or use @all for everyone in this chat.\n"
-        + "\n".join(f"e.g. `{e}`" for e in examples),
+    lead = Text(
+        "请 @ 要邀请的人，或写上他们的邮箱，或用 @所有人 邀请本群成员（不能邀请你自己）。",
+        "Mention the people to invite, type their e-mails, or use @all for everyone in this chat "
+        "(you cannot invite yourself).",
     )
-    return card(
-        Text("要邀请谁？", "Whom should I invite?"),
-        [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))],
-        template="orange",
-    )
+    return _with_usage(Text("要邀请谁？", "Whom should I invite?"), lead, usage, examples)
 
 
 def too_many_card(count: int, ceiling: int) -> Card:

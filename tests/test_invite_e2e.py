@@ -275,3 +275,15 @@ async def test_sixty_emails_are_looked_up_fifty_at_a_time(tmp_path: Path) -> Non
         assert "Invited 60" in json.dumps(card)
     finally:
         await world.close()
+
+
+async def test_a_refusal_about_one_person_is_pinned_on_that_person(world: Harness) -> None:
+    world.emulator.fail_invitee(CAROL, 122007)  # Carol is in another call: the whole call is refused
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    text = json.dumps(card, ensure_ascii=False)
+    assert card["header"]["template"] == "orange"
+    assert "Invited 1" in text
+    assert REASONS[122007].en_us in text
+    assert BOB in [
+        open_id for call in world.emulator.invite_calls if call.code == 0 for open_id in call.invitee_ids
+    ]
