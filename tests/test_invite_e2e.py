@@ -287,3 +287,11 @@ async def test_a_refusal_about_one_person_is_pinned_on_that_person(world: Harnes
     assert BOB in [
         open_id for call in world.emulator.invite_calls if call.code == 0 for open_id in call.invitee_ids
     ]
+
+
+@pytest.mark.parametrize("message_type", ["text", "post"])
+async def test_feishus_own_forms_of_all_and_links(world: Harness, message_type: str) -> None:
+    """As Feishu delivers them: `@_all` placeholders, and links as [text](url) or post a-nodes."""
+    await invite(world, "/invite https://vc.feishu.cn/j/123456789 @all", message_type=message_type)
+    members = world.emulator.config.chat(TEAM).members  # type: ignore[union-attr]
+    assert sorted(invited_ids(world)) == sorted(member for member in members if member != ALICE)

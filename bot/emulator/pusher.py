@@ -24,6 +24,11 @@ from bot.feishu.events import MESSAGE_RECEIVE
 # "@Alice" or "@alice@example.com" in `say` text; names are single words in the directory.
 _AT_WORD = re.compile(r"@([\w.\-]+(?:@[\w.\-]+)?)")
 _PLACEHOLDER = re.compile(r"(@_user_\d+)")
+# What Feishu does to typed text before it reaches a bot (reference §2): an @all becomes the `@_all`
+# placeholder (with no mentions entry) and a link arrives as `[text](url)`.
+_ALL_WORD = re.compile(r"(?<![\w.+-])(?:@all|@所有人)(?![\w.@-])", re.IGNORECASE)
+_URL = re.compile(r"https?://[^\s\[\]()]+")
+_RICH = re.compile(r"(@_user_\d+|@_all|\[[^\]]*\]\([^)\s]+\))")
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,8 @@ class Pusher:
             mentions.append(who.open_id)
             return f"@_user_{len(mentions)}"
 
-        body = _AT_WORD.sub(to_placeholder, text)
+        body = _AT_WORD.sub(to_placeholder, _ALL_WORD.sub("@_all", text))
+        body = _URL.sub(lambda match: f"[{match.group(0)}]({match.group(0)})", body)
         if mention_bot and chat_type == "group" and self._config.bot_open_id not in mentions:
             # Typing "@Bot" first is how a group message reaches a bot; keep placeholder numbers in order.
             mentions.insert(0, self._config.bot_open_id)
@@ -346,15 +352,21 @@ def _ids(person: _Person) -> dict[str, str]:
 def _content(text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:
     if message_type == "text":
         return {"text": text}
-    # Rich text as received (reference §2): no language wrapper, one paragraph, at-nodes for mentions.
+    # Rich text as received (reference §2): no language wrapper, one paragraph, at-nodes for mentions,
+    # a-nodes for links.
     nodes: list[dict[str, Any]] = []
-    for part in _PLACEHOLDER.split(text):
+    for part in _RICH.split(text):
         if not part:
             continue
-        if _PLACEHOLDER.fullmatch(part):
+        if part == "@_all":
+            nodes.append({"tag": "at", "user_id": "@_all", "user_name": "所有人", "style": []})
+        elif _PLACEHOLDER.fullmatch(part):
             index = int(part[len("@_user_") :]) - 1
             name = people[index].name if 0 <= index < len(people) else ""
             nodes.append({"tag": "at", "user_id": part, "user_name": name, "style": []})
+        elif part.startswith("[") and part.endswith(")"):
+            label, _, href = part[1:-1].partition("](")
+            nodes.append({"tag": "a", "text": label, "href": href, "style": []})
         else:
             nodes.append({"tag": "text", "text": part, "style": []})
     return {"title": "", "content": [nodes]}
