@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -12,7 +13,7 @@ from bot.clock import Clock, system_clock
 from bot.feishu.client import FeishuClient, Retry
 from bot.feishu.events import EventEnvelope
 from bot.feishu.models import BotInfo
-from bot.feishu.webhook import WebhookSecrets
+from bot.feishu.webhook import WebhookSecrets, open_card_request
 from bot.inbox import Inbox
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
@@ -22,6 +23,8 @@ from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
 from bot.web import EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
+from handlers.card_actions import CardActions
+from handlers.clicks import preflight as check_click
 from handlers.context import Services
 from handlers.meetings import MeetingFinder
 from handlers.router import Router, default_commands
@@ -41,6 +44,7 @@ class Runtime:
     inbox: Inbox
     authority: UserAuthority
     flow: AuthorizationFlow
+    services: Services
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -70,7 +74,14 @@ def create_app(
     # Routes reach the runtime through the app: it exists once start-up has run, which aiohttp finishes
     # before it serves a request.
     callback = OAuthCallback(lambda: app[RUNTIME].flow, accept)
-    add_routes(app, EventIntake(secrets, accept, metrics, clock), callback, metrics)
+
+    async def preflight(envelope: EventEnvelope) -> tuple[bool, dict[str, Any]]:
+        verdict = await check_click(app[RUNTIME].services, envelope)
+        return verdict.act, verdict.toast
+
+    events = EventIntake(secrets, accept, metrics, clock, preflight)
+    cards = EventIntake(secrets, accept, metrics, clock, preflight, opener=open_card_request)
+    add_routes(app, events, cards, callback, metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)
@@ -107,6 +118,7 @@ def create_app(
                 authority=authority,
                 flow=flow,
                 meetings=MeetingFinder(client, store, clock),
+                actions=CardActions(store, clock),
             )
             router = Router(services, default_commands(settings.bot_invite_ceiling))
             inbox = Inbox(
@@ -119,7 +131,7 @@ def create_app(
                 retry_base_seconds=retry_base_seconds,
                 clock=clock,
             )
-            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox, authority, flow)
+            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
             if start_workers:
                 await inbox.start()
             yield

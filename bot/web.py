@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,6 +24,11 @@ MAX_BODY_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
 
 Accept = Callable[[EventEnvelope], Awaitable[bool]]
+# Whether to act on a click, and the toast to answer with (see handlers.clicks).
+ClickPreflight = Callable[[EventEnvelope], Awaitable[tuple[bool, dict[str, Any]]]]
+Opener = Callable[[Mapping[str, str], bytes, WebhookSecrets, float], UrlVerification | EventEnvelope]
+# Feishu waits 3 s for a callback's answer; leave room for the network.
+PREFLIGHT_SECONDS = 1.5
 
 # Metric labels stay a small fixed set whatever event types a sender makes up.
 _LABELLED_TYPES = frozenset({MESSAGE_RECEIVE, CARD_ACTION_TRIGGER})
@@ -44,19 +51,33 @@ async def read_capped_body(request: web.Request, limit: int = MAX_BODY_BYTES) ->
 
 
 class EventIntake:
-    """`POST /feishu/events`: open the request, persist the event, acknowledge."""
+    """`POST /feishu/events` (and the legacy `POST /feishu/card`): open, persist, acknowledge.
 
-    def __init__(self, secrets: WebhookSecrets, accept: Accept, metrics: Metrics, clock: Clock) -> None:
+    Events are answered `{"msg": "success"}`. A card click is answered with a toast, within Feishu's
+    3 seconds: `preflight` only checks that the button is still good; the work runs from the inbox.
+    """
+
+    def __init__(
+        self,
+        secrets: WebhookSecrets,
+        accept: Accept,
+        metrics: Metrics,
+        clock: Clock,
+        preflight: ClickPreflight,
+        opener: Opener = open_event_request,
+    ) -> None:
         self._secrets = secrets
         self._accept = accept
         self._metrics = metrics
         self._clock = clock
+        self._preflight = preflight
+        self._open = opener
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         try:
             body = await read_capped_body(request)
-            opened = open_event_request(request.headers, body, self._secrets, self._clock())
+            opened = self._open(request.headers, body, self._secrets, self._clock())
         except Rejected as rejected:
             self._metrics.events_rejected.labels(str(rejected.status)).inc()
             log.info("webhook request refused", status=rejected.status, reason=rejected.reason)
@@ -65,6 +86,13 @@ class EventIntake:
             log.info("url verification answered")
             return web.json_response({"challenge": opened.challenge})
         with structlog.contextvars.bound_contextvars(event_id=opened.event_id, event_type=opened.event_type):
+            answer: dict[str, Any] = {"msg": "success"}
+            if opened.event_type == CARD_ACTION_TRIGGER:
+                act, toast = await self._check_click(opened)
+                answer = {"toast": toast}
+                if not act:
+                    log.info("click on an expired or unknown button; nothing done")
+                    return web.json_response(answer)
             try:
                 fresh = await self._accept(opened)
             except UnstorableEvent as error:
@@ -81,7 +109,15 @@ class EventIntake:
                 self._metrics.events_deduplicated.labels(_type_label(opened.event_type)).inc()
                 log.info("duplicate delivery dropped")
         self._metrics.ack_latency.observe(time.perf_counter() - started)
-        return web.json_response({"msg": "success"})
+        return web.json_response(answer)
+
+    async def _check_click(self, envelope: EventEnvelope) -> tuple[bool, dict[str, Any]]:
+        try:
+            async with asyncio.timeout(PREFLIGHT_SECONDS):
+                return await self._preflight(envelope)
+        except TimeoutError:
+            # Slow store: act anyway (the inbox decides for good) rather than miss Feishu's deadline.
+            return True, {"type": "info", "content": "…"}
 
 
 class OAuthCallback:
@@ -130,7 +166,9 @@ async def no_tracebacks(
         return web.json_response({"msg": "internal error"}, status=500)
 
 
-def add_routes(app: web.Application, intake: EventIntake, callback: OAuthCallback, metrics: Metrics) -> None:
+def add_routes(
+    app: web.Application, intake: EventIntake, cards: EventIntake, callback: OAuthCallback, metrics: Metrics
+) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -138,6 +176,7 @@ def add_routes(app: web.Application, intake: EventIntake, callback: OAuthCallbac
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
     app.router.add_post("/feishu/events", intake.handle)
+    app.router.add_post("/feishu/card", cards.handle)
     # No HEAD: a link previewer's HEAD must not spend the user's one-time code.
     app.router.add_get("/oauth/callback", callback.handle, allow_head=False)
     app.router.add_get("/healthz", healthz)

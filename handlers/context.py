@@ -12,6 +12,7 @@ from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_conten
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
+from handlers.card_actions import CardActions
 from handlers.cards import Card
 from handlers.meetings import MeetingFinder
 
@@ -25,6 +26,7 @@ class Services:
     authority: UserAuthority
     flow: AuthorizationFlow
     meetings: MeetingFinder
+    actions: CardActions
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
+from handlers.card_actions import RetryFailed
 from handlers.commands import Command
 from handlers.context import CommandContext
 from handlers.i18n import Text
 from handlers.invite_cards import (
     Outcome,
+    StoredOutcome,
     lookup_failed_card,
     need_meeting_card,
     nobody_card,
@@ -84,7 +86,8 @@ async def _invite(context: CommandContext, ceiling: int) -> None:
     if kept is not None:
         # Run before (a retry after a failed reply, or a restart part-way): answer, never invite again.
         log.info("command already carried out; answering from its record")
-        await context.reply_card(result_card(kept.meeting, [outcome.restore() for outcome in kept.outcomes]))
+        outcomes = [outcome.restore() for outcome in kept.outcomes]
+        await context.reply_card(result_card(kept.meeting, outcomes, retry_action=kept.retry_action))
         return
     request = read_invite(
         context.args,
@@ -122,18 +125,25 @@ async def _invite(context: CommandContext, ceiling: int) -> None:
     # anyone again, so it reports them as "may have been invited" instead.
     interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
     await _keep(context, meeting, [*interrupted, *unknown])
-    outcomes = [*await _send_invitations(context, meeting, people), *unknown]
-    await _keep(context, meeting, outcomes)
+    outcomes = [*await send_invitations(context, meeting, people), *unknown]
+    retry_action = await offer_retry(context, meeting, outcomes)
+    await _keep(context, meeting, outcomes, retry_action)
     invited = sum(outcome.invited for outcome in outcomes)
     log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited)
     await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
-    await context.reply_card(result_card(meeting, outcomes))
+    await context.reply_card(result_card(meeting, outcomes, retry_action=retry_action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
 
 
-async def _keep(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> None:
-    record = _Done(meeting=meeting, outcomes=[_DoneOutcome.of(outcome) for outcome in outcomes])
+async def _keep(
+    context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], retry_action: str | None = None
+) -> None:
+    record = _Done(
+        meeting=meeting,
+        outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
+        retry_action=retry_action,
+    )
     await context.services.store.put(
         DONE_NAMESPACE,
         context.message.message_id,
@@ -149,27 +159,28 @@ async def _kept(context: CommandContext) -> _Done | None:
     return None if stored is None else _Done.model_validate_json(stored.value)
 
 
-class _DoneOutcome(BaseModel):
-    open_id: str | None
-    invited: bool
-    reason: tuple[str, str] | None = None
-    email: str | None = None
-
-    @classmethod
-    def of(cls, outcome: Outcome) -> _DoneOutcome:
-        reason = None if outcome.reason is None else (outcome.reason.zh_cn, outcome.reason.en_us)
-        return cls(open_id=outcome.open_id, invited=outcome.invited, reason=reason, email=outcome.email)
-
-    def restore(self) -> Outcome:
-        reason = None if self.reason is None else Text(*self.reason)
-        return Outcome(open_id=self.open_id, invited=self.invited, reason=reason, email=self.email)
-
-
 class _Done(BaseModel):
     """An /invite already carried out, by the message that asked for it."""
 
     meeting: Meeting
-    outcomes: list[_DoneOutcome]
+    outcomes: list[StoredOutcome]
+    retry_action: str | None = None
+
+
+async def offer_retry(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> str | None:
+    """A "retry failed" button's id, when someone failed who could be invited again (not unknown e-mails)."""
+    if not any(not outcome.invited and outcome.open_id for outcome in outcomes):
+        return None
+    message = context.message
+    return await context.services.actions.offer(
+        RetryFailed(
+            tenant_key=message.tenant_key,
+            chat_id=message.chat_id,
+            chat_type=message.chat_type,
+            meeting=meeting,
+            outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
+        )
+    )
 
 
 async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:
@@ -223,9 +234,7 @@ async def _chat_members(context: CommandContext) -> list[str]:
     return members
 
 
-async def _send_invitations(
-    context: CommandContext, meeting: Meeting, people: Sequence[str]
-) -> list[Outcome]:
+async def send_invitations(context: CommandContext, meeting: Meeting, people: Sequence[str]) -> list[Outcome]:
     """All chunks at once: the client's rate limiter paces them to Feishu's 50/s and 1000/min.
 
     Every chunk ends in outcomes, never an exception, so the record of what was sent is always

@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from bot.feishu.models import Meeting
 from handlers.cards import Card, Template, card, markdown
 from handlers.i18n import Text
@@ -32,6 +34,24 @@ class Outcome:
     invited: bool
     reason: Text | None = None
     email: str | None = None
+
+
+class StoredOutcome(BaseModel):
+    """An Outcome as kept in the store (a command's record, a retry button's state)."""
+
+    open_id: str | None
+    invited: bool
+    reason: tuple[str, str] | None = None
+    email: str | None = None
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> StoredOutcome:
+        reason = None if outcome.reason is None else (outcome.reason.zh_cn, outcome.reason.en_us)
+        return cls(open_id=outcome.open_id, invited=outcome.invited, reason=reason, email=outcome.email)
+
+    def restore(self) -> Outcome:
+        reason = None if self.reason is None else Text(*self.reason)
+        return Outcome(open_id=self.open_id, invited=self.invited, reason=reason, email=self.email)
 
 
 def escape(text: str, limit: int = 120) -> str:
@@ -67,11 +87,17 @@ MAX_ELEMENTS = 190
 MAX_REASON_GROUPS = 20
 
 
-def result_card(meeting: Meeting, outcomes: Sequence[Outcome]) -> Card:
-    """The result card, naming fewer people until it fits Feishu's size and element limits."""
+RETRY_BUTTON = Text("重试未成功的", "Retry failed")
+
+
+def result_card(meeting: Meeting, outcomes: Sequence[Outcome], *, retry_action: str | None = None) -> Card:
+    """The result card, naming fewer people until it fits Feishu's size and element limits.
+
+    `retry_action` is the id of a kept "retry failed" action: its button sends only that id back.
+    """
     listed = LISTED_FAILURES
     while True:
-        built = _result_card(meeting, outcomes, listed)
+        built = _result_card(meeting, outcomes, listed, retry_action)
         if listed == 0 or (_size(built) <= MAX_CARD_BYTES and _elements_in(built) <= MAX_ELEMENTS):
             return built
         listed //= 2
@@ -89,7 +115,9 @@ def _elements_in(node: object) -> int:
     return 0
 
 
-def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int) -> Card:
+def _result_card(
+    meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int, retry_action: str | None
+) -> Card:
     invited = [outcome for outcome in outcomes if outcome.invited]
     failed = [outcome for outcome in outcomes if not outcome.invited]
     template: Template
@@ -112,6 +140,19 @@ def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures:
         if len(invited) <= LISTED_SUCCESSES:
             elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
     elements.extend(_failures(failed, listed_failures))
+    if retry_action is not None:
+        elements.append(
+            {
+                "tag": "button",
+                "type": "primary",
+                "text": {
+                    "tag": "plain_text",
+                    "content": RETRY_BUTTON.en_us,
+                    "i18n_content": vars(RETRY_BUTTON),
+                },
+                "behaviors": [{"type": "callback", "value": {"action_id": retry_action}}],
+            }
+        )
     return card(title, elements, template=template, summary=title)
 
 

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from bot.feishu.events import (
     AUTHORIZATION_GRANTED,
+    CARD_ACTION_TRIGGER,
     MESSAGE_RECEIVE,
     EventEnvelope,
     MalformedEvent,
@@ -14,6 +15,7 @@ from bot.feishu.events import (
 )
 from bot.oauth.records import AuthorizationGranted
 from handlers.account import login_command, logout_command, show_authorized
+from handlers.clicks import on_click
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, unknown_command_card
@@ -42,6 +44,11 @@ class Router:
             await self._on_message(envelope)
         elif envelope.event_type == AUTHORIZATION_GRANTED:
             await self._on_authorization_granted(envelope)
+        elif envelope.event_type == CARD_ACTION_TRIGGER:
+            try:
+                await on_click(self._services, envelope)
+            except MalformedEvent as error:
+                log.error("card action unreadable; dropped", problem=str(error))
         else:
             log.info("event type not handled; ignored")
 
@@ -53,9 +60,9 @@ class Router:
             return
         await show_authorized(self._services, granted)
         if granted.pending is not None:
-            # The command that was waiting for this authorization runs now, as if just typed.
-            log.info("resuming the command that waited for authorization")
-            await self._on_message(granted.pending)
+            # The command (or click) that was waiting for this authorization runs now.
+            log.info("resuming what waited for authorization", event_type=granted.pending.event_type)
+            await self(granted.pending)
 
     async def _on_message(self, envelope: EventEnvelope) -> None:
         try:

@@ -190,3 +190,43 @@ def ordering_key(envelope: EventEnvelope) -> str:
         if isinstance(chat_id, str) and chat_id:
             return "chat:" + chat_id
     return "event:" + envelope.event_id
+
+
+class CardOperator(_Lenient):
+    open_id: str = Field(min_length=1)
+    tenant_key: str = ""
+    union_id: str | None = None
+    user_id: str | None = None
+
+
+class CardActionDetail(_Lenient):
+    value: dict[str, Any] | str | None = None
+    tag: str = ""
+    name: str | None = None
+    form_value: dict[str, Any] | None = None
+    input_value: str | None = None
+    option: str | None = None
+    timezone: str | None = None
+
+
+class CardActionContext(_Lenient):
+    open_message_id: str = ""
+    open_chat_id: str = ""
+
+
+class CardActionEvent(_Lenient):
+    """`card.action.trigger`: someone clicked a button on a card the bot sent (reference §3.1)."""
+
+    operator: CardOperator
+    # The card-update token (`c-...`): 30 minutes, two uses. Not the Verification Token.
+    token: str = Field(default="", repr=False)
+    action: CardActionDetail = CardActionDetail()
+    host: str = ""
+    context: CardActionContext = CardActionContext()
+
+
+def parse_card_action(envelope: EventEnvelope) -> CardActionEvent:
+    try:
+        return CardActionEvent.model_validate(envelope.event)
+    except ValidationError as error:
+        raise MalformedEvent(_first_problem(error)) from None

@@ -6,13 +6,29 @@ layer stays a thin adapter. Every refusal carries the HTTP status that tells Fei
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.feishu.crypto import DecryptError, PayloadCipher, constant_time_equal, event_signature
-from bot.feishu.events import INTERNAL_PREFIX, EventEnvelope, MalformedEvent, UrlVerification, parse_body
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.feishu.crypto import (
+    DecryptError,
+    PayloadCipher,
+    card_signature_v1,
+    constant_time_equal,
+    event_signature,
+)
+from bot.feishu.events import (
+    CARD_ACTION_TRIGGER,
+    INTERNAL_PREFIX,
+    EventEnvelope,
+    MalformedEvent,
+    UrlVerification,
+    parse_body,
+)
 
 TIMESTAMP_HEADER = "x-lark-request-timestamp"
 NONCE_HEADER = "x-lark-request-nonce"
@@ -94,6 +110,10 @@ def _verify_signature(headers: Mapping[str, str], body: bytes, secrets: WebhookS
     if not constant_time_equal(given.lower(), expected):
         raise Rejected(401, "signature does not match")
     # Checked after the signature so a forged timestamp cannot be used to probe our clock.
+    _check_replay_window(timestamp, secrets, now)
+
+
+def _check_replay_window(timestamp: str, secrets: WebhookSecrets, now: float) -> None:
     # The unit (Unix seconds) is UNCONFIRMED in Feishu's docs; both SDKs send seconds.
     try:
         sent_at = int(timestamp)
@@ -122,3 +142,60 @@ def _decrypt(cipher: PayloadCipher, encrypted: object, signed: bool) -> dict[str
         return load_json_object(plaintext)
     except Rejected:
         raise failure from None
+
+
+def open_card_request(
+    headers: Mapping[str, str], body: bytes, secrets: WebhookSecrets, now: float
+) -> UrlVerification | EventEnvelope:
+    """Check and parse one POST to the legacy card callback URL (reference §3.2).
+
+    Legacy callbacks are signed with SHA-1 over timestamp + nonce + Verification Token + body, and
+    carry a flat body; they become the same `card.action.trigger` envelope as new-style callbacks, so
+    nothing after this point knows which style a click came in.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    payload = load_json_object(body)
+    if "encrypt" in payload:
+        cipher = secrets.cipher
+        if cipher is None:
+            raise Rejected(400, "encrypted body but FEISHU_ENCRYPT_KEY is not set")
+        payload = _decrypt(cipher, payload["encrypt"], SIGNATURE_HEADER in lowered)
+    if payload.get("type") == "url_verification":
+        parsed, token = parse_body(payload)
+        if not constant_time_equal(token, secrets.verification_token):
+            raise Rejected(403, "verification token does not match")
+        return parsed
+    timestamp = lowered.get(TIMESTAMP_HEADER, "")
+    expected = card_signature_v1(timestamp, lowered.get(NONCE_HEADER, ""), secrets.verification_token, body)
+    if not constant_time_equal(lowered.get(SIGNATURE_HEADER, "").lower(), expected):
+        raise Rejected(401, "signature does not match")
+    _check_replay_window(timestamp, secrets, now)
+    try:
+        flat = _LegacyCardAction.model_validate(payload)
+    except ValidationError:
+        raise Rejected(400, "malformed card callback") from None
+    return EventEnvelope(
+        schema_version="1.0",
+        # Legacy callbacks carry no event id; the body (with its one-time update token) identifies one.
+        event_id="legacy-" + hashlib.sha256(body).hexdigest()[:32],
+        event_type=CARD_ACTION_TRIGGER,
+        tenant_key=flat.tenant_key,
+        event={
+            "operator": {"open_id": flat.open_id, "tenant_key": flat.tenant_key, "user_id": flat.user_id},
+            "token": flat.token,
+            "action": flat.action,
+            "host": "im_message",
+            "context": {"open_message_id": flat.open_message_id, "open_chat_id": flat.open_chat_id},
+        },
+    )
+
+
+class _LegacyCardAction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    open_id: str = Field(min_length=1, max_length=256)
+    user_id: str | None = None
+    tenant_key: str = ""
+    open_message_id: str = Field(default="", max_length=256)
+    open_chat_id: str = Field(default="", max_length=256)
+    token: str = ""
+    action: dict[str, Any] = {}

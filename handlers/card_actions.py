@@ -1,0 +1,73 @@
+"""What a card button stands for, kept server side: a button sends back only a short random id.
+
+Unforgeable (the id is random and known only to the card's readers), expiring (24 h), and taken
+atomically when clicked, so a double click acts once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from bot.clock import Clock
+from bot.feishu.models import Meeting
+from bot.store import Store
+from handlers.invite_cards import StoredOutcome
+
+NAMESPACE = "card_action"
+TTL_SECONDS = 24 * 3600.0
+MAX_ID_LENGTH = 64
+
+
+class RetryFailed(BaseModel):
+    """ "Retry failed" on an /invite result card: who failed, in which meeting, and the card's rows."""
+
+    kind: Literal["retry_failed"] = "retry_failed"
+    tenant_key: str
+    chat_id: str
+    chat_type: str
+    meeting: Meeting
+    outcomes: list[StoredOutcome]
+
+    def failed_open_ids(self) -> list[str]:
+        return [outcome.open_id for outcome in self.outcomes if not outcome.invited and outcome.open_id]
+
+
+class CardActions:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def offer(self, action: RetryFailed) -> str:
+        action_id = secrets.token_urlsafe(12)
+        await self._store.put(
+            NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=self._clock() + TTL_SECONDS
+        )
+        return action_id
+
+    async def peek(self, action_id: str) -> RetryFailed | None:
+        if not action_id or len(action_id) > MAX_ID_LENGTH:
+            return None
+        stored = await self._store.get(NAMESPACE, action_id, now=self._clock())
+        return None if stored is None else _parse(stored.value)
+
+    async def take(self, action_id: str) -> RetryFailed | None:
+        if not action_id or len(action_id) > MAX_ID_LENGTH:
+            return None
+        stored = await self._store.take(NAMESPACE, action_id, now=self._clock())
+        return None if stored is None else _parse(stored.value)
+
+    async def put_back(self, action_id: str, action: RetryFailed) -> None:
+        """Keep a taken action for later (its clicker first has to authorize)."""
+        await self._store.put(
+            NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=self._clock() + TTL_SECONDS
+        )
+
+
+def _parse(raw: bytes) -> RetryFailed | None:
+    try:
+        return RetryFailed.model_validate_json(raw)
+    except ValidationError:
+        return None
