@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.feishu.crypto import PayloadCipher, event_signature
+from bot.feishu.crypto import PayloadCipher, card_signature_v1, event_signature
 from bot.feishu.events import EventEnvelope, UrlVerification
-from bot.feishu.webhook import Rejected, WebhookSecrets, open_event_request
+from bot.feishu.webhook import Rejected, WebhookSecrets, open_card_request, open_event_request
 
 TOKEN = "vt-secret-token"
 KEY = "encrypt-key-for-tests"
@@ -198,3 +198,62 @@ def test_the_bots_own_event_types_are_refused_from_outside() -> None:
     with pytest.raises(Rejected) as refused:
         open_event_request({}, json.dumps(payload).encode(), PLAIN, NOW)
     assert refused.value.status == 400
+
+
+def legacy(
+    body: dict[str, Any], *, token: str = TOKEN, timestamp: float = NOW
+) -> tuple[dict[str, str], bytes]:
+    raw = json.dumps(body).encode()
+    ts = str(int(timestamp))
+    return {
+        "X-Lark-Request-Timestamp": ts,
+        "X-Lark-Request-Nonce": "n",
+        "X-Lark-Signature": card_signature_v1(ts, "n", token, raw),
+    }, raw
+
+
+LEGACY_CLICK = {
+    "open_id": "ou_clicker",
+    "tenant_key": "tk",
+    "open_message_id": "om_card",
+    "open_chat_id": "oc_1",
+    "token": "c-update",
+    "action": {"value": {"action_id": "abc"}, "tag": "button"},
+}
+
+
+def test_legacy_click_becomes_the_same_card_action_envelope() -> None:
+    headers, body = legacy(LEGACY_CLICK)
+    opened = open_card_request(headers, body, PLAIN, NOW)
+    assert isinstance(opened, EventEnvelope)
+    assert opened.event_type == "card.action.trigger"
+    assert opened.event["operator"]["open_id"] == "ou_clicker"
+    assert opened.event["context"] == {"open_message_id": "om_card", "open_chat_id": "oc_1"}
+    assert opened.event["action"]["value"] == {"action_id": "abc"}
+
+
+@pytest.mark.parametrize("tamper", ["signature", "token", "body", "missing", "replay"])
+def test_legacy_click_refused_without_a_good_sha1_signature(tamper: str) -> None:
+    headers, body = legacy(
+        LEGACY_CLICK,
+        token="other" if tamper == "token" else TOKEN,
+        timestamp=NOW - 400 if tamper == "replay" else NOW,
+    )
+    if tamper == "signature":
+        headers["X-Lark-Signature"] = "0" * 40
+    if tamper == "body":
+        body = body.replace(b"ou_clicker", b"ou_mallory")
+    if tamper == "missing":
+        headers = {}
+    with pytest.raises(Rejected) as refused:
+        open_card_request(headers, body, PLAIN, NOW)
+    assert refused.value.status == 401
+
+
+def test_legacy_challenge_is_answered_after_the_token_check() -> None:
+    challenge = json.dumps({"challenge": "c-1", "token": TOKEN, "type": "url_verification"}).encode()
+    assert open_card_request({}, challenge, PLAIN, NOW) == UrlVerification(challenge="c-1", token=TOKEN)
+    wrong = json.dumps({"challenge": "c-1", "token": "x", "type": "url_verification"}).encode()
+    with pytest.raises(Rejected) as refused:
+        open_card_request({}, wrong, PLAIN, NOW)
+    assert refused.value.status == 403
