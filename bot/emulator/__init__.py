@@ -1,6 +1,9 @@
 """A local Feishu Open Platform on loopback, for tests and the demo. The bot never imports this."""
 
 from bot.emulator.authorize import AuthorizeError
+from bot.emulator.card_tokens import CallbackToken
+from bot.emulator.clicker import ClickError
+from bot.emulator.clicks import ClickResult
 from bot.emulator.config import DirectoryChat, DirectoryUser, EmulatorConfig
 from bot.emulator.emulator import Emulator
 from bot.emulator.ephemeral import EphemeralMessage
@@ -13,7 +16,10 @@ from bot.emulator.updates import CardUpdate
 
 __all__ = [
     "AuthorizeError",
+    "CallbackToken",
     "CardUpdate",
+    "ClickError",
+    "ClickResult",
     "DirectoryChat",
     "DirectoryUser",
     "Emulator",

@@ -205,6 +205,11 @@ class EmulatorConfig(BaseModel):
     tenant_token_ttl_seconds: int = Field(default=7200, ge=60)
     # The bot's `POST /feishu/events` URL; settable later through `Emulator.webhook_url`.
     webhook_url: str | None = None
+    # --- card callbacks (reference §3) ---
+    # Where legacy card callbacks go; unset: webhook_url with /feishu/events replaced by /feishu/card.
+    card_callback_url: str | None = None
+    # How long the Feishu client waits for the answer to a card callback (3 s, reference §3.1).
+    card_callback_deadline_seconds: float = Field(default=3.0, gt=0)
     # --- user OAuth (reference §6) ---
     app_scopes: tuple[str, ...] = DEFAULT_APP_SCOPES
     # Registered redirect URLs (security settings → redirect URLs), matched exactly. Any http(s) URL on a

@@ -9,6 +9,10 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bot.emulator.authorize import decide, parse_authorize, query_of
+from bot.emulator.card_tokens import CallbackToken, CardTokenApi, CardTokens
+from bot.emulator.click_control import click_control_routes
+from bot.emulator.clicker import Clicker
+from bot.emulator.clicks import ClickResult, find_buttons
 from bot.emulator.config import DirectoryMeeting, EmulatorConfig
 from bot.emulator.contacts import ContactRoutes
 from bot.emulator.control import control_routes
@@ -48,6 +52,18 @@ class Emulator:
         self._auth = UserAuth(self.config, now)
         self._ephemeral = EphemeralStore()
         self.card_updates: list[CardUpdate] = []
+        self._card_callback_url: str | None = self.config.card_callback_url
+        self._card_tokens = CardTokens(now)
+        self._clicker = Clicker(
+            self.config,
+            now,
+            self._store,
+            self._card_tokens,
+            self._pusher,
+            self.card_updates,
+            lambda: self.webhook_url,
+            lambda: self.card_callback_url,
+        )
         users = UserGate(self.config, self._auth)
         self._gateway = Gateway(self._tokens, users, self._faults, self.requests, now)
         self._meetings = MeetingBook(self.config, now)
@@ -66,15 +82,20 @@ class Emulator:
         app.add_routes(OAuthRoutes(self.config, gateway, self._auth).routes())
         app.add_routes(EphemeralApi(self.config, gateway, self._ephemeral).routes())
         app.add_routes(UpdateApi(gateway, self._store, self.card_updates).routes())
+        app.add_routes(
+            CardTokenApi(self.config, gateway, self._store, self._card_tokens, self.card_updates).routes()
+        )
         app.add_routes(self._vc.routes())
         app.add_routes(self._contacts.routes())
         app.add_routes(control_routes(self))
         app.add_routes(vc_control_routes(self))
+        app.add_routes(click_control_routes(self))
         app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def _on_cleanup(self, _app: web.Application) -> None:
         await self._pusher.close()
+        await self._clicker.close()
 
     # --- observing -------------------------------------------------------------------------------------
 
@@ -279,6 +300,101 @@ class Emulator:
     async def say(self, sender_open_id: str, chat_id: str, text: str, **options: Any) -> PushResult:
         return await self._pusher.say(sender_open_id, chat_id, text, **options)
 
+    # --- clicking cards (reference §3) -----------------------------------------------------------------
+
+    @property
+    def card_callback_url(self) -> str | None:
+        """Where legacy card callbacks go: as set, else webhook_url with /feishu/events -> /feishu/card."""
+        if self._card_callback_url:
+            return self._card_callback_url
+        return self.webhook_url.replace("/feishu/events", "/feishu/card") if self.webhook_url else None
+
+    @card_callback_url.setter
+    def card_callback_url(self, url: str | None) -> None:
+        self._card_callback_url = url
+
+    @property
+    def click_results(self) -> list[ClickResult]:
+        """Every click so far, oldest first, with the client error code each one showed (if any)."""
+        return list(self._clicker.results)
+
+    def card_buttons(self, message_id: str) -> list[dict[str, Any]]:
+        """What the bot's card `message_id` offers to click now: [{"tag", "name", "text", "value"}]."""
+        sent = next((m for m in self.messages if m.message_id == message_id), None)
+        if sent is None:
+            raise KeyError(f"the bot sent no message {message_id!r}")
+        return find_buttons(sent.content)
+
+    def card_token(self, token: str) -> CallbackToken | None:
+        """A callback's update token: its card, age, uses."""
+        return self._card_tokens.get(token)
+
+    def build_card_action(
+        self,
+        operator_open_id: str,
+        message_id: str,
+        *,
+        value: dict[str, Any] | str,
+        tag: str = "button",
+        name: str | None = None,
+        form_value: dict[str, Any] | None = None,
+        input_value: str | None = None,
+        option: str | None = None,
+        options: list[str] | None = None,
+        checked: bool | None = None,
+        timezone: str | None = None,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A schema 2.0 `card.action.trigger` for a click on the bot's card (ClickError otherwise), with a
+        fresh update token. Seal it with `seal`, send it with `push`, or let `click` do all of it."""
+        return self._clicker.build_card_action(
+            operator_open_id, message_id, event_id=event_id, value=value, tag=tag, name=name,
+            form_value=form_value, input_value=input_value, option=option, options=options,
+            checked=checked, timezone=timezone,
+        )  # fmt: skip
+
+    def build_legacy_card_action(
+        self, operator_open_id: str, message_id: str, **action: Any
+    ) -> dict[str, Any]:
+        """The legacy flat callback body; same keywords as `build_card_action` (no event_id)."""
+        return self._clicker.build_legacy_card_action(operator_open_id, message_id, **action)
+
+    def build_legacy_url_verification(self, challenge: str | None = None) -> dict[str, Any]:
+        return self._clicker.build_legacy_url_verification(challenge)
+
+    def seal_legacy(self, body: dict[str, Any], **options: Any) -> tuple[dict[str, str], bytes]:
+        """Headers (SHA-1 signature with the Verification Token) and raw body of a legacy callback."""
+        return self._clicker.seal_legacy(body, **options)
+
+    async def post_legacy(self, body: dict[str, Any], **seal_options: Any) -> PushResult:
+        """POST any legacy body (a challenge, a hand-made click) to `card_callback_url`, no judging."""
+        return await self._clicker.post_legacy(body, **seal_options)
+
+    async def click(
+        self,
+        operator_open_id: str,
+        message_id: str,
+        value: dict[str, Any] | str,
+        *,
+        legacy: bool = False,
+        seal: dict[str, Any] | None = None,
+        **action: Any,
+    ) -> ClickResult:
+        """`operator_open_id` clicks a component of the bot's card whose callback value is `value`
+        (`action`: tag, name, form_value, input_value, option, options, checked, timezone, event_id).
+        New style to webhook_url, legacy to card_callback_url; answered within the deadline or 200341.
+        `seal` passes tampering options (signature, timestamp, nonce, encrypt, sign) to the sealing."""
+        return await self._clicker.click(
+            operator_open_id, message_id, value, legacy=legacy, seal=seal, **action
+        )
+
+    async def double_click(
+        self, operator_open_id: str, message_id: str, value: dict[str, Any] | str, **options: Any
+    ) -> tuple[ClickResult, ClickResult]:
+        """The same button clicked twice 50 ms apart: two callbacks with different event_ids."""
+        return await self._clicker.double_click(operator_open_id, message_id, value, **options)
+
     async def close(self) -> None:
-        """Close the push session; `AppRunner.cleanup()` does this too."""
+        """Close the push sessions; `AppRunner.cleanup()` does this too."""
         await self._pusher.close()
+        await self._clicker.close()

@@ -126,6 +126,21 @@ CHAT_ID_INVALID = FeishuError(232006, "Your request specifies a chat_id which is
 CHAT_OPERATOR_NOT_IN_CHAT = FeishuError(232011, "Operator can NOT be out of the chat.", 400)
 
 
+# --- interactive/v1/card/update: delayed update with a callback's token (reference §3.4) --------------------
+# Codes and meanings: the error table of https://open.feishu.cn/document/server-docs/im-v1/message-card/
+# delay-update-message-card (2025-09). HTTP 400 for all: UNCONFIRMED. Which code answers a token spent while
+# its callback is still unanswered is a GUESS (300030): the page only says such an update "fails or is undone
+# right after". The 30 KB card limit surfacing as 100000 is a GUESS too (the page names 100000 for > 100 KB).
+CARD_FORMAT_INVALID = FeishuError(11311, "The card format does not meet the requirements.", 400)
+CARD_PARAM_INVALID = FeishuError(10002, "card param invalid", 400)
+CARD_TOO_LARGE = FeishuError(100000, "The card content is too large after conversion.", 400)
+CARD_NOT_JSON = FeishuError(100030, "The input parameter is not valid JSON.", 400)
+CARD_TOKEN_BAD_FORMAT = FeishuError(300020, "The card update token has a wrong format.", 400)
+CARD_TOKEN_EXPIRED = FeishuError(300030, "The card update token is no longer valid.", 400)
+CARD_TOKEN_USED_UP = FeishuError(300040, "The card update token was used more than the allowed times.", 400)
+CARD_OPEN_IDS_REQUIRED = FeishuError(300090, "open_ids is required to update a non-shared card.", 400)
+
+
 class Refusal(Exception):
     """A request Feishu would refuse; carries the ready answer. Raised by shared steps and helpers."""
 

@@ -30,9 +30,12 @@ class CardUpdate:
     message_id: str
     content: dict[str, Any]
     at: float
+    # "patch" (PATCH im/v1/messages), "token" (interactive/v1/card/update with a callback's token) or
+    # "callback" (a card in the bot's answer to a card callback).
+    via: str = "patch"
 
     def as_json(self) -> dict[str, Any]:
-        return {"message_id": self.message_id, "content": self.content, "at": self.at}
+        return {"message_id": self.message_id, "content": self.content, "at": self.at, "via": self.via}
 
 
 def is_v2(card: dict[str, Any]) -> bool:
