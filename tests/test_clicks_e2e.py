@@ -1,0 +1,124 @@
+"""Clicking "Retry failed" on an /invite result card, over loopback, both callback styles."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.emulator.config import MEETING_IN_PROGRESS
+from tests.harness import ALICE, BOB, Harness, ManualClock
+from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
+from tests.test_invite_e2e import CAROL, invite, open_world
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[Harness]:
+    opened = await open_world(tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def card_with_a_failure(world: Harness) -> tuple[str, dict[str, object]]:
+    """Alice invites Bob and Carol while Carol is in another call; returns the card's message id and
+    its Retry button's value."""
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+    card = await invite(world, "/invite 123456789 @Bob @Carol")
+    assert "Invited 1" in json.dumps(card)
+    message = world.emulator.messages[-1]
+    [button] = world.emulator.card_buttons(message.message_id)
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
+    value = button["value"]
+    assert isinstance(value, dict)
+    return message.message_id, value
+
+
+async def updated_card(world: Harness, message_id: str, count: int = 1, within: float = 4.0) -> str:
+    for _ in range(int(within / 0.02)):
+        updates = [update for update in world.emulator.card_updates if update.message_id == message_id]
+        if len(updates) >= count:
+            return json.dumps(updates[count - 1].content, ensure_ascii=False)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the card was not updated")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_retry_failed_invites_again_and_updates_the_card(world: Harness, legacy: bool) -> None:
+    message_id, value = await card_with_a_failure(world)
+    result = await world.emulator.click(ALICE, message_id, value, legacy=legacy)
+    assert result.ok, result.error
+    assert result.toast is not None
+    assert result.elapsed_ms < 2500
+    card = await updated_card(world, message_id)
+    assert "Invited 2" in card
+    retry = world.emulator.invite_calls[-1]
+    assert list(retry.invitee_ids) == [CAROL]
+    assert retry.operator == ALICE
+    assert "Retry failed" not in card  # nothing left to retry
+
+
+async def test_the_clicker_acts_with_their_own_token(world: Harness) -> None:
+    message_id, value = await card_with_a_failure(world)
+    await authorize(world, BOB)
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)
+    result = await world.emulator.click(BOB, message_id, value)
+    assert result.ok, result.error
+    await updated_card(world, message_id)
+    assert world.emulator.invite_calls[-1].operator == BOB
+
+
+async def test_a_double_click_acts_once(world: Harness) -> None:
+    message_id, value = await card_with_a_failure(world)
+    calls = len(world.emulator.invite_calls)
+    first, second = await world.emulator.double_click(ALICE, message_id, value)
+    assert first.ok
+    assert second.ok
+    await updated_card(world, message_id)
+    await world.runtime.inbox.wait_idle(5)
+    assert len(world.emulator.invite_calls) == calls + 1
+
+
+async def test_a_tampered_or_expired_value_does_nothing(world: Harness) -> None:
+    message_id, value = await card_with_a_failure(world)
+    calls = len(world.emulator.invite_calls)
+    forged = await world.emulator.click(ALICE, message_id, {"action_id": "forged-id"})
+    assert forged.toast is not None
+    assert forged.toast["type"] == "error"
+    assert isinstance(world.clock, ManualClock)
+    world.clock.advance(25 * 3600)  # the bot's and the emulator's clocks move together
+    expired = await world.emulator.click(ALICE, message_id, value)
+    assert expired.toast is not None
+    assert expired.toast["type"] == "error"
+    await world.runtime.inbox.wait_idle(5)
+    assert len(world.emulator.invite_calls) == calls
+    assert world.emulator.card_updates == []
+
+
+async def test_an_unauthorized_clicker_is_asked_then_the_click_completes(world: Harness) -> None:
+    message_id, value = await card_with_a_failure(world)
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)
+    result = await world.emulator.click(BOB, message_id, value)
+    assert result.ok
+    url = await ephemeral_prompt(world, BOB)
+    status, _ = await browse(world.emulator.authorize(url, as_user=BOB))
+    assert status == 200
+    card = await updated_card(world, message_id)
+    assert "Invited 2" in card
+    assert world.emulator.invite_calls[-1].operator == BOB
+
+
+async def test_the_answer_comes_in_time_even_when_inviting_is_slow(world: Harness) -> None:
+    from bot.emulator import Fault
+
+    message_id, value = await card_with_a_failure(world)
+    world.emulator.add_fault(Fault(route="invite", status=None, delay_seconds=5))
+    result = await world.emulator.click(ALICE, message_id, value)
+    assert result.ok, result.error
+    assert result.elapsed_ms < 2500
+    card = await updated_card(world, message_id, within=10)
+    assert "Invited 2" in card
