@@ -120,7 +120,9 @@ def create_app(
                 meetings=MeetingFinder(client, store, clock),
                 actions=CardActions(store, clock),
             )
-            router = Router(services, default_commands(settings.bot_invite_ceiling))
+            router = Router(
+                services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold)
+            )
             inbox = Inbox(
                 store,
                 router,

@@ -58,8 +58,10 @@ class Settings(BaseSettings):
     # What the bot asks each user for: inviting (vc:meeting), finding meetings (readonly) and a refresh
     # token so the user authorizes once, not every two hours (offline_access).
     bot_oauth_scopes: str = "vc:meeting vc:meeting:readonly offline_access"
-    # The most people one /invite may invite, until a confirmation card exists for larger ones.
-    bot_invite_ceiling: int = Field(default=50, ge=1, le=1000)
+    # The most people one /invite may invite, even with a confirmation.
+    bot_invite_ceiling: int = Field(default=200, ge=1, le=1000)
+    # Above this many people (or for @all with more), the sender confirms on a card first.
+    bot_confirm_threshold: int = Field(default=10, ge=1, le=1000)
     bot_log_format: Literal["json", "console"] = "json"
     bot_log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -7,9 +7,9 @@ atomically when clicked, so a double click acts once.
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from bot.clock import Clock
 from bot.feishu.models import Meeting
@@ -35,39 +35,76 @@ class RetryFailed(BaseModel):
         return [outcome.open_id for outcome in self.outcomes if not outcome.invited and outcome.open_id]
 
 
+class ConfirmInvite(BaseModel):
+    """ "Confirm" on a big /invite: only its sender may press it."""
+
+    kind: Literal["confirm_invite"] = "confirm_invite"
+    tenant_key: str
+    chat_id: str
+    chat_type: str
+    sender_open_id: str
+    meeting: Meeting
+    people: list[str]
+    # People the command named who cannot be invited at all (unknown e-mails), shown on the result.
+    unknown: list[StoredOutcome] = []
+    # The other button on the same card, voided when this one is pressed (and the other way round).
+    sibling: str = ""
+
+
+class CancelInvite(BaseModel):
+    kind: Literal["cancel_invite"] = "cancel_invite"
+    tenant_key: str
+    chat_id: str
+    chat_type: str
+    sender_open_id: str
+    count: int
+    sibling: str = ""
+
+
+CardAction = Annotated[RetryFailed | ConfirmInvite | CancelInvite, Field(discriminator="kind")]
+_ACTION = TypeAdapter(CardAction)
+
+
 class CardActions:
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
-    async def offer(self, action: RetryFailed) -> str:
-        action_id = secrets.token_urlsafe(12)
-        await self._store.put(
-            NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=self._clock() + TTL_SECONDS
-        )
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_urlsafe(12)
+
+    async def offer(self, action: CardAction, action_id: str | None = None) -> str:
+        action_id = action_id or self.new_id()
+        await self.put_back(action_id, action)
         return action_id
 
-    async def peek(self, action_id: str) -> RetryFailed | None:
+    async def peek(self, action_id: str) -> CardAction | None:
         if not action_id or len(action_id) > MAX_ID_LENGTH:
             return None
         stored = await self._store.get(NAMESPACE, action_id, now=self._clock())
         return None if stored is None else _parse(stored.value)
 
-    async def take(self, action_id: str) -> RetryFailed | None:
+    async def take(self, action_id: str) -> CardAction | None:
         if not action_id or len(action_id) > MAX_ID_LENGTH:
             return None
         stored = await self._store.take(NAMESPACE, action_id, now=self._clock())
         return None if stored is None else _parse(stored.value)
 
-    async def put_back(self, action_id: str, action: RetryFailed) -> None:
+    async def void(self, action_id: str) -> None:
+        """Make a button do nothing any more (its sibling was pressed)."""
+        if action_id:
+            await self._store.delete(NAMESPACE, action_id)
+
+    async def put_back(self, action_id: str, action: CardAction) -> None:
         """Keep a taken action for later (its clicker first has to authorize)."""
         await self._store.put(
             NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=self._clock() + TTL_SECONDS
         )
 
 
-def _parse(raw: bytes) -> RetryFailed | None:
+def _parse(raw: bytes) -> CardAction | None:
     try:
-        return RetryFailed.model_validate_json(raw)
+        return _ACTION.validate_json(raw)
     except ValidationError:
         return None

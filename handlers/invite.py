@@ -13,13 +13,15 @@ from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import RetryFailed
+from handlers.card_actions import CancelInvite, ConfirmInvite, RetryFailed
+from handlers.cards import Card
 from handlers.commands import Command
 from handlers.context import CommandContext
 from handlers.i18n import Text
 from handlers.invite_cards import (
     Outcome,
     StoredOutcome,
+    confirm_card,
     lookup_failed_card,
     need_meeting_card,
     nobody_card,
@@ -60,10 +62,10 @@ EXAMPLES = (
 )
 
 
-def invite_command(ceiling: int) -> Command:
+def invite_command(ceiling: int, confirm_above: int) -> Command:
     async def handle(context: CommandContext) -> None:
         try:
-            await _invite(context, ceiling)
+            await _invite(context, ceiling, confirm_above)
         except AuthorizationRequired as required:
             await ask_to_authorize(context, missing_scopes=required.missing_scopes)
 
@@ -80,7 +82,7 @@ def invite_command(ceiling: int) -> Command:
     )
 
 
-async def _invite(context: CommandContext, ceiling: int) -> None:
+async def _invite(context: CommandContext, ceiling: int, confirm_above: int) -> None:
     services, message = context.services, context.message
     kept = await _kept(context)
     if kept is not None:
@@ -121,19 +123,56 @@ async def _invite(context: CommandContext, ceiling: int) -> None:
     if len(people) > ceiling:
         await context.reply_card(too_many_card(len(people), ceiling))
         return
+    if len(people) > confirm_above:
+        await context.reply_card(await _confirmation(context, meeting, people, unknown))
+        return
     # Recorded before the first call: if this process dies while inviting, a rerun must not ring
     # anyone again, so it reports them as "may have been invited" instead.
     interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
     await _keep(context, meeting, [*interrupted, *unknown])
-    outcomes = [*await send_invitations(context, meeting, people), *unknown]
+    outcomes = await carry_out(context, meeting, people, unknown)
     retry_action = await offer_retry(context, meeting, outcomes)
     await _keep(context, meeting, outcomes, retry_action)
-    invited = sum(outcome.invited for outcome in outcomes)
-    log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited)
-    await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
     await context.reply_card(result_card(meeting, outcomes, retry_action=retry_action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
+
+
+async def carry_out(
+    context: CommandContext, meeting: Meeting, people: Sequence[str], unknown: Sequence[Outcome]
+) -> list[Outcome]:
+    """Invite as the context's sender, remember the meeting for them, and return every outcome."""
+    services, message = context.services, context.message
+    outcomes = [*await send_invitations(context, meeting, people), *unknown]
+    invited = sum(outcome.invited for outcome in outcomes)
+    log.info("invited", meeting_id=meeting.id, invited=invited, failed=len(outcomes) - invited)
+    await services.meetings.remember(message.tenant_key, message.chat_id, message.sender_open_id, meeting)
+    return outcomes
+
+
+async def _confirmation(
+    context: CommandContext, meeting: Meeting, people: Sequence[str], unknown: Sequence[Outcome]
+) -> Card:
+    """A card asking the sender to confirm a big invite; its buttons carry only action ids."""
+    actions, message = context.services.actions, context.message
+    confirm_id, cancel_id = actions.new_id(), actions.new_id()
+    common = {"tenant_key": message.tenant_key, "chat_id": message.chat_id, "chat_type": message.chat_type}
+    await actions.offer(
+        ConfirmInvite(
+            **common,
+            sender_open_id=message.sender_open_id,
+            meeting=meeting,
+            people=list(people),
+            unknown=[StoredOutcome.of(outcome) for outcome in unknown],
+            sibling=cancel_id,
+        ),
+        confirm_id,
+    )
+    await actions.offer(
+        CancelInvite(**common, sender_open_id=message.sender_open_id, count=len(people), sibling=confirm_id),
+        cancel_id,
+    )
+    return confirm_card(meeting, len(people), message.sender_open_id, confirm_id, cancel_id)
 
 
 async def _keep(

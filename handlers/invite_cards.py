@@ -227,3 +227,39 @@ def too_many_card(count: int, ceiling: int) -> Card:
 
 def lookup_failed_card(reason: Text) -> Card:
     return card(Text("无法查询会议", "Could not look up the meeting"), [markdown(reason)], template="red")
+
+
+CONFIRM_BUTTON = Text("确认邀请", "Confirm")
+CANCEL_BUTTON = Text("取消", "Cancel")
+
+
+def _callback_button(text: Text, action_id: str, kind: str = "default") -> dict[str, object]:
+    return {
+        "tag": "button",
+        "type": kind,
+        "text": {"tag": "plain_text", "content": text.en_us, "i18n_content": vars(text)},
+        "behaviors": [{"type": "callback", "value": {"action_id": action_id}}],
+    }
+
+
+def confirm_card(meeting: Meeting, count: int, sender_open_id: str, confirm_id: str, cancel_id: str) -> Card:
+    topic = escape(meeting.topic) or "—"
+    number = format_meeting_no(meeting.meeting_no)
+    body = Text(
+        f"<at id={sender_open_id}></at> 要邀请 **{count}** 人加入会议 **{topic}** · {number}。"
+        "只有发起人可以确认。",
+        f"<at id={sender_open_id}></at> is about to invite **{count}** people to **{topic}** · {number}. "
+        "Only they can confirm.",
+    )
+    title = Text(f"确认邀请 {count} 人？", f"Invite {count} people?")
+    elements: list[dict[str, object]] = [
+        markdown(body),
+        _callback_button(CONFIRM_BUTTON, confirm_id, "primary"),
+        _callback_button(CANCEL_BUTTON, cancel_id),
+    ]
+    return card(title, elements, template="yellow", summary=title)
+
+
+def cancelled_card(count: int) -> Card:
+    text = Text(f"已取消，没有邀请这 {count} 人。", f"Cancelled: none of the {count} people were invited.")
+    return card(Text("已取消", "Cancelled"), [markdown(text)], template="grey")

@@ -25,9 +25,9 @@ from handlers.messages import read_message
 log = structlog.get_logger("handlers")
 
 
-def default_commands(invite_ceiling: int = 50) -> CommandTable:
+def default_commands(invite_ceiling: int = 200, confirm_above: int = 10) -> CommandTable:
     table = CommandTable()
-    table.add(invite_command(invite_ceiling))
+    table.add(invite_command(invite_ceiling, confirm_above))
     table.add(login_command())
     table.add(logout_command())
     table.add(help_command(table))

@@ -6,13 +6,15 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.emulator import EmulatorConfig
 from bot.emulator.config import MEETING_IN_PROGRESS
 from tests.harness import ALICE, BOB, Harness, ManualClock
 from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
-from tests.test_invite_e2e import CAROL, invite, open_world
+from tests.test_invite_e2e import CAROL, ROOM, invite, open_world
 
 
 @pytest.fixture
@@ -122,3 +124,72 @@ async def test_the_answer_comes_in_time_even_when_inviting_is_slow(world: Harnes
     assert result.elapsed_ms < 2500
     card = await updated_card(world, message_id, within=10)
     assert "Invited 2" in card
+
+
+async def big_invite(tmp_path: Path, **settings: object) -> tuple[Harness, str, list[dict[str, Any]]]:
+    """Alice asks to invite everyone in a 15-person chat; returns the world, the confirmation card's
+    message id and its buttons."""
+    config = EmulatorConfig().with_generated_users(15, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config, **settings)
+    world.emulator.add_meeting(
+        meeting_id="7000000000000000003",
+        meeting_no="444555666",
+        host=ALICE,
+        participants=(ALICE,),
+        capacity=50,
+    )
+    card = await invite(world, "/invite 444555666 @all", chat=ROOM)
+    assert "Invite 17 people?" in json.dumps(card)
+    assert world.emulator.invite_calls == []
+    message = world.emulator.messages[-1]
+    buttons = world.emulator.card_buttons(message.message_id)
+    return (
+        world,
+        message.message_id,
+        [button["value"] for button in buttons if isinstance(button["value"], dict)],
+    )
+
+
+async def test_a_big_invite_waits_for_its_senders_confirmation(tmp_path: Path) -> None:
+    world, message_id, [confirm, _] = await big_invite(tmp_path)
+    try:
+        await authorize(world, BOB)
+        by_bob = await world.emulator.click(BOB, message_id, confirm)
+        assert by_bob.toast is not None
+        assert by_bob.toast["type"] == "warning"  # only the sender may confirm
+        await world.runtime.inbox.wait_idle(5)
+        assert world.emulator.invite_calls == []
+        by_alice = await world.emulator.click(ALICE, message_id, confirm)
+        assert by_alice.ok, by_alice.error
+        card = await updated_card(world, message_id)
+        assert "Invited 17" in card
+        assert all(call.operator == ALICE for call in world.emulator.invite_calls)
+        assert len({p for call in world.emulator.invite_calls for p in call.invitee_ids}) == 17
+    finally:
+        await world.close()
+
+
+async def test_cancel_invites_nobody_and_voids_confirm(tmp_path: Path) -> None:
+    world, message_id, [confirm, cancel] = await big_invite(tmp_path)
+    try:
+        result = await world.emulator.click(ALICE, message_id, cancel)
+        assert result.ok
+        assert "Cancelled" in await updated_card(world, message_id)
+        late = await world.emulator.click(ALICE, message_id, confirm)
+        assert late.toast is not None
+        assert late.toast["type"] == "error"
+        await world.runtime.inbox.wait_idle(5)
+        assert world.emulator.invite_calls == []
+    finally:
+        await world.close()
+
+
+async def test_above_the_hard_cap_even_a_confirmation_is_refused(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(15, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config, bot_invite_ceiling=12)
+    try:
+        card = await invite(world, "/invite 123456789 @all", chat=ROOM)
+        assert "Too many people" in json.dumps(card)
+        assert world.emulator.card_buttons(world.emulator.messages[-1].message_id) == []
+    finally:
+        await world.close()

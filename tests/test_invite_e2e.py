@@ -141,7 +141,7 @@ async def test_a_number_with_no_meeting_in_progress_says_so(world: Harness) -> N
 
 async def test_more_than_the_ceiling_is_refused(tmp_path: Path) -> None:
     config = EmulatorConfig().with_generated_users(60, chat_id=ROOM, chat_name="Crowd")
-    world = await open_world(tmp_path, config)
+    world = await open_world(tmp_path, config, bot_invite_ceiling=50)
     try:
         card = await invite(world, "/invite 123456789 @all", chat=ROOM)
         assert "Too many people" in json.dumps(card)
@@ -152,7 +152,7 @@ async def test_more_than_the_ceiling_is_refused(tmp_path: Path) -> None:
 
 async def test_twenty_three_people_go_in_calls_of_at_most_ten_each_once(tmp_path: Path) -> None:
     config = EmulatorConfig().with_generated_users(23, chat_id=ROOM, chat_name="Crowd")
-    world = await open_world(tmp_path, config)
+    world = await open_world(tmp_path, config, bot_confirm_threshold=100)  # straight to inviting
     try:
         meeting = world.emulator.add_meeting(
             meeting_id="7000000000000000001",
@@ -176,7 +176,7 @@ async def test_twenty_three_people_go_in_calls_of_at_most_ten_each_once(tmp_path
 
 async def test_five_hundred_people_stay_within_fifty_calls_a_second(tmp_path: Path) -> None:
     config = EmulatorConfig().with_generated_users(500, chat_id=ROOM, chat_name="Crowd")
-    world = await open_world(tmp_path, config, bot_invite_ceiling=600)
+    world = await open_world(tmp_path, config, bot_invite_ceiling=600, bot_confirm_threshold=1000)
     try:
         world.emulator.add_meeting(
             meeting_id="7000000000000000002",
@@ -273,7 +273,7 @@ async def test_a_remembered_meeting_belongs_to_its_sender(world: Harness) -> Non
 
 async def test_sixty_emails_are_looked_up_fifty_at_a_time(tmp_path: Path) -> None:
     config = EmulatorConfig().with_generated_users(60)
-    world = await open_world(tmp_path, config, bot_invite_ceiling=100)
+    world = await open_world(tmp_path, config, bot_invite_ceiling=100, bot_confirm_threshold=100)
     try:
         emails = " ".join(f"user{n:04d}@example.com" for n in range(1, 61))
         card = await invite(world, f"/invite 123456789 {emails}")
