@@ -61,7 +61,22 @@ class CancelInvite(BaseModel):
     sibling: str = ""
 
 
-CardAction = Annotated[RetryFailed | ConfirmInvite | CancelInvite, Field(discriminator="kind")]
+class GiveMeeting(BaseModel):
+    """The meeting field on a "which meeting?" card: submitting it runs the waiting /invite."""
+
+    kind: Literal["give_meeting"] = "give_meeting"
+    tenant_key: str
+    chat_id: str
+    chat_type: str
+    sender_open_id: str
+    open_ids: list[str]
+    emails: list[str]
+    everyone: bool
+    ceiling: int
+    confirm_above: int
+
+
+CardAction = Annotated[RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting, Field(discriminator="kind")]
 _ACTION = TypeAdapter(CardAction)
 
 

@@ -14,12 +14,13 @@ import structlog
 from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, parse_card_action
 from bot.feishu.models import MessagePatchRequest, card_content
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, RetryFailed
+from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, RetryFailed
 from handlers.cards import Card
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.i18n import Text
-from handlers.invite import carry_out, offer_retry, send_invitations
-from handlers.invite_cards import cancelled_card, result_card
+from handlers.invite import InviteLimits, carry_out, offer_retry, proceed, send_invitations
+from handlers.invite_cards import MEETING_FIELD, cancelled_card, result_card
+from handlers.invite_grammar import InviteRequest, meeting_number
 from handlers.invite_reasons import NEEDS_AUTHORIZATION
 
 log = structlog.get_logger("handlers.clicks")
@@ -28,7 +29,8 @@ EXPIRED = Text("这个按钮已失效或已用过。", "This button has expired 
 WORKING = Text("收到，正在重试未成功的邀请…", "Got it: retrying the failed invitations…")
 INVITING = Text("收到，正在邀请…", "Got it: inviting…")
 CANCELLING = Text("已取消。", "Cancelled.")
-NOT_YOURS = Text("只有发起邀请的人可以确认或取消。", "Only the person who asked can confirm or cancel.")
+NOT_YOURS = Text("只有发起邀请的人可以操作。", "Only the person who asked can do this.")
+NO_NUMBER = Text("请填写 9 位会议号或会议链接。", "Fill in a 9-digit meeting number or a meeting link.")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,14 @@ async def preflight(services: Services, envelope: EventEnvelope) -> ClickVerdict
         return ClickVerdict(True, toast("info", WORKING))
     if action.sender_open_id != event.operator.open_id:
         return ClickVerdict(False, toast("warning", NOT_YOURS))
-    return ClickVerdict(True, toast("info", INVITING if isinstance(action, ConfirmInvite) else CANCELLING))
+    if isinstance(action, GiveMeeting) and _given_meeting(event) is None:
+        return ClickVerdict(False, toast("error", NO_NUMBER))
+    return ClickVerdict(True, toast("info", CANCELLING if isinstance(action, CancelInvite) else INVITING))
+
+
+def _given_meeting(event: CardActionEvent) -> str | None:
+    field = (event.action.form_value or {}).get(MEETING_FIELD)
+    return meeting_number(field) if isinstance(field, str) else None
 
 
 async def on_click(services: Services, envelope: EventEnvelope) -> None:
@@ -89,8 +98,24 @@ async def on_click(services: Services, envelope: EventEnvelope) -> None:
     if isinstance(action, ConfirmInvite):
         await services.actions.void(action.sibling)
         await _confirmed(context, event, action)
+    elif isinstance(action, GiveMeeting):
+        await _meeting_given(context, event, action)
     else:
         await _retry_failed(context, event, action)
+
+
+async def _meeting_given(context: CommandContext, event: CardActionEvent, action: GiveMeeting) -> None:
+    request = InviteRequest(
+        meeting_no=_given_meeting(event),
+        open_ids=tuple(action.open_ids),
+        emails=tuple(action.emails),
+        everyone=action.everyone,
+    )
+
+    async def respond(card: Card) -> None:
+        await _update_card(context.services, event, card)
+
+    await proceed(context, request, InviteLimits(action.ceiling, action.confirm_above), respond)
 
 
 async def _confirmed(context: CommandContext, event: CardActionEvent, action: ConfirmInvite) -> None:
@@ -128,7 +153,10 @@ async def _retry_failed(context: CommandContext, event: CardActionEvent, action:
 
 
 def _context_of(
-    services: Services, envelope: EventEnvelope, event: CardActionEvent, action: RetryFailed | ConfirmInvite
+    services: Services,
+    envelope: EventEnvelope,
+    event: CardActionEvent,
+    action: RetryFailed | ConfirmInvite | GiveMeeting,
 ) -> CommandContext:
     """The click as a command by the clicker, in the card's chat (for prompts and invitations)."""
     message = IncomingMessage(

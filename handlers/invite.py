@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import structlog
 from pydantic import BaseModel
@@ -13,7 +14,7 @@ from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, RetryFailed
+from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, RetryFailed
 from handlers.cards import Card
 from handlers.commands import Command
 from handlers.context import CommandContext
@@ -62,10 +63,22 @@ EXAMPLES = (
 )
 
 
+@dataclass(frozen=True)
+class InviteLimits:
+    # The most people one /invite may reach, even confirmed; and how many it takes to ask first.
+    ceiling: int
+    confirm_above: int
+
+
+Respond = Callable[[Card], Awaitable[object]]
+
+
 def invite_command(ceiling: int, confirm_above: int) -> Command:
+    limits = InviteLimits(ceiling, confirm_above)
+
     async def handle(context: CommandContext) -> None:
         try:
-            await _invite(context, ceiling, confirm_above)
+            await _invite(context, limits)
         except AuthorizationRequired as required:
             await ask_to_authorize(context, missing_scopes=required.missing_scopes)
 
@@ -82,7 +95,7 @@ def invite_command(ceiling: int, confirm_above: int) -> Command:
     )
 
 
-async def _invite(context: CommandContext, ceiling: int, confirm_above: int) -> None:
+async def _invite(context: CommandContext, limits: InviteLimits) -> None:
     services, message = context.services, context.message
     kept = await _kept(context)
     if kept is not None:
@@ -103,28 +116,38 @@ async def _invite(context: CommandContext, ceiling: int, confirm_above: int) -> 
     if await services.authority.current(message.tenant_key, message.sender_open_id) is None:
         await ask_to_authorize(context)
         return
+    await proceed(context, request, limits, context.reply_card)
+
+
+async def proceed(
+    context: CommandContext, request: InviteRequest, limits: InviteLimits, respond: Respond
+) -> None:
+    """From a read request to the answer: the meeting, the people, the checks, the invitations.
+
+    `respond` shows a card: a reply to the command, or an update of the card that was clicked.
+    """
     try:
         meeting = await _find_meeting(context, request)
     except FeishuApiError as error:
-        await context.reply_card(lookup_failed_card(reason_for(error.code, error.log_id)))
+        await respond(lookup_failed_card(reason_for(error.code, error.log_id)))
         return
     if meeting is None:
         no = request.meeting_no
-        await context.reply_card(not_in_progress_card(no) if no else need_meeting_card(USAGE, EXAMPLES))
+        await respond(not_in_progress_card(no) if no else await _meeting_form(context, request, limits))
         return
     try:
         people, unknown = await _collect(context, request)
     except FeishuApiError as error:
-        await context.reply_card(lookup_failed_card(reason_for(error.code, error.log_id)))
+        await respond(lookup_failed_card(reason_for(error.code, error.log_id)))
         return
     if not people and not unknown:
-        await context.reply_card(nobody_card(USAGE, EXAMPLES))
+        await respond(nobody_card(USAGE, EXAMPLES))
         return
-    if len(people) > ceiling:
-        await context.reply_card(too_many_card(len(people), ceiling))
+    if len(people) > limits.ceiling:
+        await respond(too_many_card(len(people), limits.ceiling))
         return
-    if len(people) > confirm_above:
-        await context.reply_card(await _confirmation(context, meeting, people, unknown))
+    if len(people) > limits.confirm_above:
+        await respond(await _confirmation(context, meeting, people, unknown))
         return
     # Recorded before the first call: if this process dies while inviting, a rerun must not ring
     # anyone again, so it reports them as "may have been invited" instead.
@@ -133,9 +156,28 @@ async def _invite(context: CommandContext, ceiling: int, confirm_above: int) -> 
     outcomes = await carry_out(context, meeting, people, unknown)
     retry_action = await offer_retry(context, meeting, outcomes)
     await _keep(context, meeting, outcomes, retry_action)
-    await context.reply_card(result_card(meeting, outcomes, retry_action=retry_action))
+    await respond(result_card(meeting, outcomes, retry_action=retry_action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
+
+
+async def _meeting_form(context: CommandContext, request: InviteRequest, limits: InviteLimits) -> Card:
+    """No meeting given and none remembered: a card with a field for it, whose submit runs this invite."""
+    message = context.message
+    action_id = await context.services.actions.offer(
+        GiveMeeting(
+            tenant_key=message.tenant_key,
+            chat_id=message.chat_id,
+            chat_type=message.chat_type,
+            sender_open_id=message.sender_open_id,
+            open_ids=list(request.open_ids),
+            emails=list(request.emails),
+            everyone=request.everyone,
+            ceiling=limits.ceiling,
+            confirm_above=limits.confirm_above,
+        )
+    )
+    return need_meeting_card(USAGE, EXAMPLES, form_action=action_id)
 
 
 async def carry_out(

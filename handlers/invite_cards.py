@@ -190,12 +190,27 @@ def _with_usage(title: Text, lead: Text, usage: str, examples: Sequence[str]) ->
     return card(title, [markdown(body), markdown(Text(f"`{usage}`", f"`{usage}`"))], template="orange")
 
 
-def need_meeting_card(usage: str, examples: Sequence[str]) -> Card:
+MEETING_FIELD = "meeting"
+SUBMIT_BUTTON = Text("邀请", "Invite")
+
+
+def need_meeting_card(usage: str, examples: Sequence[str], *, form_action: str | None = None) -> Card:
     lead = Text(
-        "请告诉我邀请到哪个会议：在命令里写上 9 位会议号或会议链接。",
-        "Tell me which meeting: put its 9-digit number or its link in the command.",
+        "请告诉我邀请到哪个会议：在下面填上 9 位会议号或会议链接，或在命令里写上。",
+        "Tell me which meeting: fill in its 9-digit number or its link below, or put it in the command.",
     )
-    return _with_usage(Text("要邀请到哪个会议？", "Which meeting?"), lead, usage, examples)
+    built = _with_usage(Text("要邀请到哪个会议？", "Which meeting?"), lead, usage, examples)
+    if form_action is not None:
+        submit = _callback_button(SUBMIT_BUTTON, form_action, "primary")
+        submit.update({"name": "submit", "form_action_type": "submit"})
+        field = {
+            "tag": "input",
+            "name": MEETING_FIELD,
+            "width": "fill",
+            "placeholder": {"tag": "plain_text", "content": "123 456 789 / https://vc.feishu.cn/j/123456789"},
+        }
+        built["body"]["elements"].append({"tag": "form", "name": "give_meeting", "elements": [field, submit]})
+    return built
 
 
 def not_in_progress_card(meeting_no: str) -> Card:

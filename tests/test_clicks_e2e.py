@@ -193,3 +193,25 @@ async def test_above_the_hard_cap_even_a_confirmation_is_refused(tmp_path: Path)
         assert world.emulator.card_buttons(world.emulator.messages[-1].message_id) == []
     finally:
         await world.close()
+
+
+async def test_giving_the_meeting_on_the_card_runs_the_waiting_invite(world: Harness) -> None:
+    card = await invite(world, "/invite @Bob")
+    assert "Which meeting?" in json.dumps(card)
+    message_id = world.emulator.messages[-1].message_id
+    [submit] = [b for b in world.emulator.card_buttons(message_id) if isinstance(b["value"], dict)]
+    value = submit["value"]
+    assert isinstance(value, dict)
+    wrong = await world.emulator.click(ALICE, message_id, value, form_value={"meeting": "tomorrow"})
+    assert wrong.toast is not None
+    assert wrong.toast["type"] == "error"
+    await authorize(world, BOB)
+    by_bob = await world.emulator.click(BOB, message_id, value, form_value={"meeting": "123 456 789"})
+    assert by_bob.toast is not None
+    assert by_bob.toast["type"] == "warning"
+    assert world.emulator.invite_calls == []
+    done = await world.emulator.click(ALICE, message_id, value, form_value={"meeting": "123 456 789"})
+    assert done.ok, done.error
+    updated = await updated_card(world, message_id)
+    assert "Invited 1" in updated
+    assert [call.invitee_ids for call in world.emulator.invite_calls] == [(BOB,)]
