@@ -29,6 +29,16 @@ ClickPreflight = Callable[[EventEnvelope], Awaitable[tuple[bool, dict[str, Any]]
 Opener = Callable[[Mapping[str, str], bytes, WebhookSecrets, float], UrlVerification | EventEnvelope]
 # Feishu waits 3 s for a callback's answer; leave room for the network.
 PREFLIGHT_SECONDS = 1.5
+CLICK_RECEIVED = {
+    "type": "info",
+    "content": "Got it: working on it…",
+    "i18n": {"zh_cn": "收到，处理中…", "en_us": "Got it: working on it…"},
+}
+CLICK_FAILED = {
+    "type": "error",
+    "content": "That did not go through; please try again.",
+    "i18n": {"zh_cn": "没有成功，请再试一次。", "en_us": "That did not go through; please try again."},
+}
 
 # Metric labels stay a small fixed set whatever event types a sender makes up.
 _LABELLED_TYPES = frozenset({MESSAGE_RECEIVE, CARD_ACTION_TRIGGER})
@@ -93,15 +103,20 @@ class EventIntake:
                 if not act:
                     log.info("click on an expired or unknown button; nothing done")
                     return web.json_response(answer)
+            is_click = opened.event_type == CARD_ACTION_TRIGGER
             try:
                 fresh = await self._accept(opened)
             except UnstorableEvent as error:
                 self._metrics.events_rejected.labels("400").inc()
                 log.info("webhook request refused", status=400, reason=f"malformed event: {error}")
+                if is_click:  # a click is never redelivered: tell the clicker, in the only way Feishu shows
+                    return web.json_response({"toast": CLICK_FAILED})
                 return web.json_response({"msg": f"malformed event: {error}"}, status=400)
             except Exception as error:
-                # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
                 log.error("event could not be stored", error=type(error).__name__)
+                if is_click:
+                    return web.json_response({"toast": CLICK_FAILED})
+                # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
                 return web.json_response({"msg": "temporarily unavailable"}, status=503)
             if fresh:
                 self._metrics.events_received.labels(_type_label(opened.event_type)).inc()
@@ -117,7 +132,7 @@ class EventIntake:
                 return await self._preflight(envelope)
         except TimeoutError:
             # Slow store: act anyway (the inbox decides for good) rather than miss Feishu's deadline.
-            return True, {"type": "info", "content": "…"}
+            return True, CLICK_RECEIVED
 
 
 class OAuthCallback:

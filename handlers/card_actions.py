@@ -15,8 +15,10 @@ from bot.clock import Clock
 from bot.feishu.models import Meeting
 from bot.store import Store
 from handlers.invite_cards import StoredOutcome
+from handlers.invite_reasons import INTERRUPTED, UNCERTAIN
 
 NAMESPACE = "card_action"
+_MAYBE_INVITED = {(UNCERTAIN.zh_cn, UNCERTAIN.en_us), (INTERRUPTED.zh_cn, INTERRUPTED.en_us)}
 TTL_SECONDS = 24 * 3600.0
 MAX_ID_LENGTH = 64
 
@@ -32,7 +34,12 @@ class RetryFailed(BaseModel):
     outcomes: list[StoredOutcome]
 
     def failed_open_ids(self) -> list[str]:
-        return [outcome.open_id for outcome in self.outcomes if not outcome.invited and outcome.open_id]
+        """Who to ring again: not those who may already be ringing (no answer, or an interrupted run)."""
+        return [
+            outcome.open_id
+            for outcome in self.outcomes
+            if not outcome.invited and outcome.open_id and outcome.reason not in _MAYBE_INVITED
+        ]
 
 
 class ConfirmInvite(BaseModel):
@@ -100,22 +107,25 @@ class CardActions:
         stored = await self._store.get(NAMESPACE, action_id, now=self._clock())
         return None if stored is None else _parse(stored.value)
 
-    async def take(self, action_id: str) -> CardAction | None:
+    async def take(self, action_id: str) -> tuple[CardAction, float] | None:
+        """The action and when it expires, removed so that nobody else can run it."""
         if not action_id or len(action_id) > MAX_ID_LENGTH:
             return None
         stored = await self._store.take(NAMESPACE, action_id, now=self._clock())
-        return None if stored is None else _parse(stored.value)
+        action = None if stored is None else _parse(stored.value)
+        if action is None or stored is None:
+            return None
+        return action, stored.expires_at or self._clock() + TTL_SECONDS
 
     async def void(self, action_id: str) -> None:
         """Make a button do nothing any more (its sibling was pressed)."""
         if action_id:
             await self._store.delete(NAMESPACE, action_id)
 
-    async def put_back(self, action_id: str, action: CardAction) -> None:
-        """Keep a taken action for later (its clicker first has to authorize)."""
-        await self._store.put(
-            NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=self._clock() + TTL_SECONDS
-        )
+    async def put_back(self, action_id: str, action: CardAction, expires_at: float | None = None) -> None:
+        """Keep an action (again): a taken one keeps its first expiry, so clicks cannot prolong it."""
+        expiry = expires_at if expires_at is not None else self._clock() + TTL_SECONDS
+        await self._store.put(NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=expiry)
 
 
 def _parse(raw: bytes) -> CardAction | None:

@@ -11,12 +11,14 @@ from typing import Any
 
 import structlog
 
+from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, parse_card_action
-from bot.feishu.models import MessagePatchRequest, card_content
+from bot.feishu.models import MessagePatchRequest, MessageReplyRequest, card_content
+from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
 from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, RetryFailed
 from handlers.cards import Card
-from handlers.context import CommandContext, IncomingMessage, Services
+from handlers.context import CommandContext, IncomingMessage, Services, reply_uuid
 from handlers.i18n import Text
 from handlers.invite import InviteLimits, carry_out, offer_retry, proceed, send_invitations
 from handlers.invite_cards import MEETING_FIELD, cancelled_card, result_card
@@ -27,8 +29,8 @@ log = structlog.get_logger("handlers.clicks")
 
 EXPIRED = Text("这个按钮已失效或已用过。", "This button has expired or was already used.")
 WORKING = Text("收到，正在重试未成功的邀请…", "Got it: retrying the failed invitations…")
-INVITING = Text("收到，正在邀请…", "Got it: inviting…")
-CANCELLING = Text("已取消。", "Cancelled.")
+# Confirm and Cancel answer alike: the card itself shows which of two quick clicks won.
+ON_IT = Text("收到，处理中…", "Got it: working on it…")
 NOT_YOURS = Text("只有发起邀请的人可以操作。", "Only the person who asked can do this.")
 NO_NUMBER = Text("请填写 9 位会议号或会议链接。", "Fill in a 9-digit meeting number or a meeting link.")
 
@@ -66,7 +68,7 @@ async def preflight(services: Services, envelope: EventEnvelope) -> ClickVerdict
         return ClickVerdict(False, toast("warning", NOT_YOURS))
     if isinstance(action, GiveMeeting) and _given_meeting(event) is None:
         return ClickVerdict(False, toast("error", NO_NUMBER))
-    return ClickVerdict(True, toast("info", CANCELLING if isinstance(action, CancelInvite) else INVITING))
+    return ClickVerdict(True, toast("info", ON_IT))
 
 
 def _given_meeting(event: CardActionEvent) -> str | None:
@@ -77,31 +79,35 @@ def _given_meeting(event: CardActionEvent) -> str | None:
 async def on_click(services: Services, envelope: EventEnvelope) -> None:
     event = parse_card_action(envelope)
     action_id = _action_id(event)
-    action = await services.actions.take(action_id)
-    if action is None:
+    clicker = event.operator.open_id
+    peeked = await services.actions.peek(action_id)
+    if peeked is not None and not isinstance(peeked, RetryFailed) and peeked.sender_open_id != clicker:
+        log.info("a button only its sender may press was pressed by someone else; ignored")
+        return  # looked at, never taken: the sender's own click still finds it
+    taken = await services.actions.take(action_id)
+    if taken is None:
         log.info("click on a used or expired button; ignored")  # the second of a double click
         return
-    clicker = event.operator.open_id
-    if not isinstance(action, RetryFailed) and action.sender_open_id != clicker:
-        await services.actions.put_back(action_id, action)  # someone else's button: leave it be
-        log.info("confirmation pressed by someone other than its sender; ignored")
-        return
+    action, expires_at = taken
     if isinstance(action, CancelInvite):
         await services.actions.void(action.sibling)
         await _update_card(services, event, cancelled_card(action.count))
         return
     context = _context_of(services, envelope, event, action)
-    if await services.authority.current(action.tenant_key, clicker) is None:
-        await services.actions.put_back(action_id, action)  # for the click to run after authorizing
-        await ask_to_authorize(context)
-        return
-    if isinstance(action, ConfirmInvite):
-        await services.actions.void(action.sibling)
-        await _confirmed(context, event, action)
-    elif isinstance(action, GiveMeeting):
-        await _meeting_given(context, event, action)
-    else:
-        await _retry_failed(context, event, action)
+    try:
+        if await services.authority.current(action.tenant_key, clicker) is None:
+            raise AuthorizationRequired("not authorized")
+        if isinstance(action, ConfirmInvite):
+            await services.actions.void(action.sibling)
+            await _confirmed(context, event, action)
+        elif isinstance(action, GiveMeeting):
+            await _meeting_given(context, event, action)
+        else:
+            await _retry_failed(context, event, action)
+    except AuthorizationRequired as required:
+        # Nothing was sent for this click: keep its button (with its first expiry) for after authorizing.
+        await services.actions.put_back(action_id, action, expires_at)
+        await ask_to_authorize(context, missing_scopes=required.missing_scopes)
 
 
 async def _meeting_given(context: CommandContext, event: CardActionEvent, action: GiveMeeting) -> None:
@@ -128,9 +134,21 @@ async def _confirmed(context: CommandContext, event: CardActionEvent, action: Co
 
 
 async def _update_card(services: Services, event: CardActionEvent, card: Card) -> None:
-    await services.client.patch_message(
-        event.context.open_message_id, MessagePatchRequest(content=card_content(card))
-    )
+    """Show the outcome in the clicked card; if Feishu refuses the update, as a reply to it instead."""
+    message_id = event.context.open_message_id
+    try:
+        await services.client.patch_message(message_id, MessagePatchRequest(content=card_content(card)))
+    except FeishuApiError as error:
+        log.warning("card update refused; replying instead", code=error.code, log_id=error.log_id)
+        await services.client.reply_message(
+            message_id,
+            MessageReplyRequest(
+                content=card_content(card),
+                msg_type="interactive",
+                uuid=reply_uuid(message_id, event.token[:20]),
+            ),
+            chat_id=event.context.open_chat_id,
+        )
 
 
 async def _retry_failed(context: CommandContext, event: CardActionEvent, action: RetryFailed) -> None:

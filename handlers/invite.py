@@ -249,19 +249,16 @@ class _Done(BaseModel):
 
 
 async def offer_retry(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> str | None:
-    """A "retry failed" button's id, when someone failed who could be invited again (not unknown e-mails)."""
-    if not any(not outcome.invited and outcome.open_id for outcome in outcomes):
-        return None
+    """A "retry failed" button's id, when someone failed who may safely be rung again."""
     message = context.message
-    return await context.services.actions.offer(
-        RetryFailed(
-            tenant_key=message.tenant_key,
-            chat_id=message.chat_id,
-            chat_type=message.chat_type,
-            meeting=meeting,
-            outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
-        )
+    action = RetryFailed(
+        tenant_key=message.tenant_key,
+        chat_id=message.chat_id,
+        chat_type=message.chat_type,
+        meeting=meeting,
+        outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
     )
+    return await context.services.actions.offer(action) if action.failed_open_ids() else None
 
 
 async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:

@@ -209,9 +209,20 @@ async def test_giving_the_meeting_on_the_card_runs_the_waiting_invite(world: Har
     by_bob = await world.emulator.click(BOB, message_id, value, form_value={"meeting": "123 456 789"})
     assert by_bob.toast is not None
     assert by_bob.toast["type"] == "warning"
+    await world.runtime.inbox.wait_idle(5)
     assert world.emulator.invite_calls == []
     done = await world.emulator.click(ALICE, message_id, value, form_value={"meeting": "123 456 789"})
     assert done.ok, done.error
     updated = await updated_card(world, message_id)
     assert "Invited 1" in updated
     assert [call.invitee_ids for call in world.emulator.invite_calls] == [(BOB,)]
+
+
+async def test_retry_leaves_out_people_who_may_already_be_ringing(world: Harness) -> None:
+    from bot.emulator import Fault
+
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+    world.emulator.add_fault(Fault(route="invite", status=503))  # no answer: Bob and Carol may be ringing
+    await invite(world, "/invite 123456789 @Bob @Carol")
+    message_id = world.emulator.messages[-1].message_id
+    assert world.emulator.card_buttons(message_id) == []  # nobody can safely be rung again

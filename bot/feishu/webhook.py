@@ -154,22 +154,32 @@ def open_card_request(
     nothing after this point knows which style a click came in.
     """
     lowered = {name.lower(): value for name, value in headers.items()}
+    signed = SIGNATURE_HEADER in lowered
+    if signed:
+        # Verified before anything is decrypted or parsed: an unsigned body gets nothing but a 401.
+        timestamp = lowered.get(TIMESTAMP_HEADER, "")
+        expected = card_signature_v1(
+            timestamp, lowered.get(NONCE_HEADER, ""), secrets.verification_token, body
+        )
+        if not constant_time_equal(lowered[SIGNATURE_HEADER].lower(), expected):
+            raise Rejected(401, "signature does not match")
+        _check_replay_window(timestamp, secrets, now)
     payload = load_json_object(body)
     if "encrypt" in payload:
         cipher = secrets.cipher
         if cipher is None:
             raise Rejected(400, "encrypted body but FEISHU_ENCRYPT_KEY is not set")
-        payload = _decrypt(cipher, payload["encrypt"], SIGNATURE_HEADER in lowered)
+        payload = _decrypt(cipher, payload["encrypt"], signed)
     if payload.get("type") == "url_verification":
-        parsed, token = parse_body(payload)
+        try:
+            parsed, token = parse_body(payload)
+        except MalformedEvent as error:
+            raise Rejected(400, f"malformed challenge: {error}") from None
         if not constant_time_equal(token, secrets.verification_token):
             raise Rejected(403, "verification token does not match")
         return parsed
-    timestamp = lowered.get(TIMESTAMP_HEADER, "")
-    expected = card_signature_v1(timestamp, lowered.get(NONCE_HEADER, ""), secrets.verification_token, body)
-    if not constant_time_equal(lowered.get(SIGNATURE_HEADER, "").lower(), expected):
-        raise Rejected(401, "signature does not match")
-    _check_replay_window(timestamp, secrets, now)
+    if not signed:
+        raise Rejected(401, "missing signature")
     try:
         flat = _LegacyCardAction.model_validate(payload)
     except ValidationError:
