@@ -32,6 +32,7 @@ class RetryFailed(BaseModel):
     chat_type: str
     meeting: Meeting
     outcomes: list[StoredOutcome]
+    ceiling: int = 200
 
     def failed_open_ids(self) -> list[str]:
         """Who to ring again: not those who may already be ringing (no answer, or an interrupted run)."""
@@ -56,6 +57,7 @@ class ConfirmInvite(BaseModel):
     unknown: list[StoredOutcome] = []
     # The other button on the same card, voided when this one is pressed (and the other way round).
     sibling: str = ""
+    ceiling: int = 200
 
 
 class CancelInvite(BaseModel):
@@ -83,7 +85,21 @@ class GiveMeeting(BaseModel):
     confirm_above: int
 
 
-CardAction = Annotated[RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting, Field(discriminator="kind")]
+class InviteMore(BaseModel):
+    """The person picker on a result card: anyone in the chat may add people, as themselves."""
+
+    kind: Literal["invite_more"] = "invite_more"
+    tenant_key: str
+    chat_id: str
+    chat_type: str
+    meeting: Meeting
+    outcomes: list[StoredOutcome]
+    ceiling: int
+
+
+CardAction = Annotated[
+    RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting | InviteMore, Field(discriminator="kind")
+]
 _ACTION = TypeAdapter(CardAction)
 
 

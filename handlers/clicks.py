@@ -13,25 +13,28 @@ import structlog
 
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, parse_card_action
-from bot.feishu.models import MessagePatchRequest, MessageReplyRequest, card_content
+from bot.feishu.models import Meeting, MessagePatchRequest, MessageReplyRequest, card_content
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, RetryFailed
+from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
 from handlers.cards import Card
 from handlers.context import CommandContext, IncomingMessage, Services, reply_uuid
 from handlers.i18n import Text
-from handlers.invite import InviteLimits, carry_out, offer_retry, proceed, send_invitations
-from handlers.invite_cards import MEETING_FIELD, cancelled_card, result_card
+from handlers.invite import InviteLimits, carry_out, offer_followups, proceed, send_invitations
+from handlers.invite_cards import MEETING_FIELD, PEOPLE_FIELD, Outcome, cancelled_card, result_card
 from handlers.invite_grammar import InviteRequest, meeting_number
 from handlers.invite_reasons import NEEDS_AUTHORIZATION
 
 log = structlog.get_logger("handlers.clicks")
+
+MAX_PICKED = 200
 
 EXPIRED = Text("这个按钮已失效或已用过。", "This button has expired or was already used.")
 WORKING = Text("收到，正在重试未成功的邀请…", "Got it: retrying the failed invitations…")
 # Confirm and Cancel answer alike: the card itself shows which of two quick clicks won.
 ON_IT = Text("收到，处理中…", "Got it: working on it…")
 NOT_YOURS = Text("只有发起邀请的人可以操作。", "Only the person who asked can do this.")
+PICK_SOMEONE = Text("请先选择要邀请的人。", "Pick the people to invite first.")
 NO_NUMBER = Text("请填写 9 位会议号或会议链接。", "Fill in a 9-digit meeting number or a meeting link.")
 
 
@@ -64,11 +67,23 @@ async def preflight(services: Services, envelope: EventEnvelope) -> ClickVerdict
         return ClickVerdict(False, toast("error", EXPIRED))
     if isinstance(action, RetryFailed):
         return ClickVerdict(True, toast("info", WORKING))
+    if isinstance(action, InviteMore):
+        ok = bool(_picked_people(event))
+        return ClickVerdict(ok, toast("info", ON_IT) if ok else toast("error", PICK_SOMEONE))
     if action.sender_open_id != event.operator.open_id:
         return ClickVerdict(False, toast("warning", NOT_YOURS))
     if isinstance(action, GiveMeeting) and _given_meeting(event) is None:
         return ClickVerdict(False, toast("error", NO_NUMBER))
     return ClickVerdict(True, toast("info", ON_IT))
+
+
+def _picked_people(event: CardActionEvent) -> list[str]:
+    """The open_ids chosen in the result card's person picker (form field `people`)."""
+    picked = (event.action.form_value or {}).get(PEOPLE_FIELD)
+    if not isinstance(picked, list):
+        return []
+    people = [item for item in picked if isinstance(item, str) and item.startswith("ou_") and len(item) < 100]
+    return list(dict.fromkeys(people))[:MAX_PICKED]
 
 
 def _given_meeting(event: CardActionEvent) -> str | None:
@@ -81,7 +96,7 @@ async def on_click(services: Services, envelope: EventEnvelope) -> None:
     action_id = _action_id(event)
     clicker = event.operator.open_id
     peeked = await services.actions.peek(action_id)
-    if peeked is not None and not isinstance(peeked, RetryFailed) and peeked.sender_open_id != clicker:
+    if isinstance(peeked, ConfirmInvite | CancelInvite | GiveMeeting) and peeked.sender_open_id != clicker:
         log.info("a button only its sender may press was pressed by someone else; ignored")
         return  # looked at, never taken: the sender's own click still finds it
     taken = await services.actions.take(action_id)
@@ -102,6 +117,8 @@ async def on_click(services: Services, envelope: EventEnvelope) -> None:
             await _confirmed(context, event, action)
         elif isinstance(action, GiveMeeting):
             await _meeting_given(context, event, action)
+        elif isinstance(action, InviteMore):
+            await _invite_more(context, event, action)
         else:
             await _retry_failed(context, event, action)
     except AuthorizationRequired as required:
@@ -127,8 +144,7 @@ async def _meeting_given(context: CommandContext, event: CardActionEvent, action
 async def _confirmed(context: CommandContext, event: CardActionEvent, action: ConfirmInvite) -> None:
     unknown = [stored.restore() for stored in action.unknown]
     outcomes = await carry_out(context, action.meeting, action.people, unknown)
-    retry = await offer_retry(context, action.meeting, outcomes)
-    await _update_card(context.services, event, result_card(action.meeting, outcomes, retry_action=retry))
+    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
 
@@ -164,17 +180,36 @@ async def _retry_failed(context: CommandContext, event: CardActionEvent, action:
     log.info(
         "retried failed invitations", retried=len(retried), invited=invited, clicker=event.operator.open_id
     )
-    next_retry = await offer_retry(context, action.meeting, outcomes)
-    await _update_card(
-        context.services, event, result_card(action.meeting, outcomes, retry_action=next_retry)
-    )
+    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
+
+
+async def _invite_more(context: CommandContext, event: CardActionEvent, action: InviteMore) -> None:
+    clicker = context.message.sender_open_id
+    rows = [stored.restore() for stored in action.outcomes]
+    already = {row.open_id for row in rows if row.invited}
+    skip = {clicker, context.services.bot.open_id, *already}
+    people = [open_id for open_id in _picked_people(event) if open_id not in skip][: max(0, action.ceiling)]
+    added = {outcome.open_id: outcome for outcome in await send_invitations(context, action.meeting, people)}
+    known = {row.open_id for row in rows}
+    outcomes = [added.get(row.open_id, row) if row.open_id else row for row in rows]
+    outcomes += [outcome for open_id, outcome in added.items() if open_id not in known]
+    log.info("invited more from the card", added=len(added), clicker=clicker)
+    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
+
+
+async def _show_result(
+    context: CommandContext, event: CardActionEvent, meeting: Meeting, outcomes: list[Outcome], ceiling: int
+) -> None:
+    retry, more = await offer_followups(context, meeting, outcomes, ceiling)
+    card = result_card(meeting, outcomes, retry_action=retry, more_action=more)
+    await _update_card(context.services, event, card)
 
 
 def _context_of(
     services: Services,
     envelope: EventEnvelope,
     event: CardActionEvent,
-    action: RetryFailed | ConfirmInvite | GiveMeeting,
+    action: RetryFailed | ConfirmInvite | GiveMeeting | InviteMore,
 ) -> CommandContext:
     """The click as a command by the clicker, in the card's chat (for prompts and invitations)."""
     message = IncomingMessage(

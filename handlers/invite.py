@@ -14,7 +14,7 @@ from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, RetryFailed
+from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
 from handlers.cards import Card
 from handlers.commands import Command
 from handlers.context import CommandContext
@@ -102,7 +102,9 @@ async def _invite(context: CommandContext, limits: InviteLimits) -> None:
         # Run before (a retry after a failed reply, or a restart part-way): answer, never invite again.
         log.info("command already carried out; answering from its record")
         outcomes = [outcome.restore() for outcome in kept.outcomes]
-        await context.reply_card(result_card(kept.meeting, outcomes, retry_action=kept.retry_action))
+        await context.reply_card(
+            result_card(kept.meeting, outcomes, retry_action=kept.retry_action, more_action=kept.more_action)
+        )
         return
     request = read_invite(
         context.args,
@@ -147,16 +149,16 @@ async def proceed(
         await respond(too_many_card(len(people), limits.ceiling))
         return
     if len(people) > limits.confirm_above:
-        await respond(await _confirmation(context, meeting, people, unknown))
+        await respond(await _confirmation(context, meeting, people, unknown, limits))
         return
     # Recorded before the first call: if this process dies while inviting, a rerun must not ring
     # anyone again, so it reports them as "may have been invited" instead.
     interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
     await _keep(context, meeting, [*interrupted, *unknown])
     outcomes = await carry_out(context, meeting, people, unknown)
-    retry_action = await offer_retry(context, meeting, outcomes)
-    await _keep(context, meeting, outcomes, retry_action)
-    await respond(result_card(meeting, outcomes, retry_action=retry_action))
+    retry_action, more_action = await offer_followups(context, meeting, outcomes, limits.ceiling)
+    await _keep(context, meeting, outcomes, retry_action, more_action)
+    await respond(result_card(meeting, outcomes, retry_action=retry_action, more_action=more_action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
 
@@ -193,7 +195,11 @@ async def carry_out(
 
 
 async def _confirmation(
-    context: CommandContext, meeting: Meeting, people: Sequence[str], unknown: Sequence[Outcome]
+    context: CommandContext,
+    meeting: Meeting,
+    people: Sequence[str],
+    unknown: Sequence[Outcome],
+    limits: InviteLimits,
 ) -> Card:
     """A card asking the sender to confirm a big invite; its buttons carry only action ids."""
     actions, message = context.services.actions, context.message
@@ -207,6 +213,7 @@ async def _confirmation(
             people=list(people),
             unknown=[StoredOutcome.of(outcome) for outcome in unknown],
             sibling=cancel_id,
+            ceiling=limits.ceiling,
         ),
         confirm_id,
     )
@@ -218,12 +225,17 @@ async def _confirmation(
 
 
 async def _keep(
-    context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], retry_action: str | None = None
+    context: CommandContext,
+    meeting: Meeting,
+    outcomes: Sequence[Outcome],
+    retry_action: str | None = None,
+    more_action: str | None = None,
 ) -> None:
     record = _Done(
         meeting=meeting,
         outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
         retry_action=retry_action,
+        more_action=more_action,
     )
     await context.services.store.put(
         DONE_NAMESPACE,
@@ -246,19 +258,23 @@ class _Done(BaseModel):
     meeting: Meeting
     outcomes: list[StoredOutcome]
     retry_action: str | None = None
+    more_action: str | None = None
 
 
-async def offer_retry(context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome]) -> str | None:
-    """A "retry failed" button's id, when someone failed who may safely be rung again."""
+async def offer_followups(
+    context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], ceiling: int
+) -> tuple[str | None, str]:
+    """The ids of a result card's buttons: "retry failed" (when someone failed who may safely be rung
+    again) and "invite more" (always)."""
     message = context.message
-    action = RetryFailed(
-        tenant_key=message.tenant_key,
-        chat_id=message.chat_id,
-        chat_type=message.chat_type,
-        meeting=meeting,
-        outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
+    stored = [StoredOutcome.of(outcome) for outcome in outcomes]
+    common = {"tenant_key": message.tenant_key, "chat_id": message.chat_id, "chat_type": message.chat_type}
+    retry = RetryFailed(**common, meeting=meeting, outcomes=stored, ceiling=ceiling)
+    retry_id = await context.services.actions.offer(retry) if retry.failed_open_ids() else None
+    more_id = await context.services.actions.offer(
+        InviteMore(**common, meeting=meeting, outcomes=stored, ceiling=ceiling)
     )
-    return await context.services.actions.offer(action) if action.failed_open_ids() else None
+    return retry_id, more_id
 
 
 async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:

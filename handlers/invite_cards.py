@@ -88,9 +88,17 @@ MAX_REASON_GROUPS = 20
 
 
 RETRY_BUTTON = Text("重试未成功的", "Retry failed")
+MORE_BUTTON = Text("再邀请", "Invite more")
+PEOPLE_FIELD = "people"
 
 
-def result_card(meeting: Meeting, outcomes: Sequence[Outcome], *, retry_action: str | None = None) -> Card:
+def result_card(
+    meeting: Meeting,
+    outcomes: Sequence[Outcome],
+    *,
+    retry_action: str | None = None,
+    more_action: str | None = None,
+) -> Card:
     """The result card, naming fewer people until it fits Feishu's size and element limits.
 
     `retry_action` is the id of a kept "retry failed" action: its button sends only that id back.
@@ -98,6 +106,8 @@ def result_card(meeting: Meeting, outcomes: Sequence[Outcome], *, retry_action: 
     listed = LISTED_FAILURES
     while True:
         built = _result_card(meeting, outcomes, listed, retry_action)
+        if more_action is not None:
+            built["body"]["elements"].append(_invite_more_form(more_action))
         if listed == 0 or (_size(built) <= MAX_CARD_BYTES and _elements_in(built) <= MAX_ELEMENTS):
             return built
         listed //= 2
@@ -192,6 +202,19 @@ def _with_usage(title: Text, lead: Text, usage: str, examples: Sequence[str]) ->
 
 MEETING_FIELD = "meeting"
 SUBMIT_BUTTON = Text("邀请", "Invite")
+
+
+def _invite_more_form(action_id: str) -> dict[str, object]:
+    # Without `options`, Feishu offers everyone in the chat (multi_select_person, card JSON 2.0).
+    picker = {
+        "tag": "multi_select_person",
+        "name": PEOPLE_FIELD,
+        "width": "fill",
+        "placeholder": {"tag": "plain_text", "content": MORE_BUTTON.en_us, "i18n_content": vars(MORE_BUTTON)},
+    }
+    submit = _callback_button(MORE_BUTTON, action_id)
+    submit.update({"name": "invite_more_submit", "form_action_type": "submit"})
+    return {"tag": "form", "name": "invite_more", "elements": [picker, submit]}
 
 
 def need_meeting_card(usage: str, examples: Sequence[str], *, form_action: str | None = None) -> Card:

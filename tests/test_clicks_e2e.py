@@ -33,7 +33,7 @@ async def card_with_a_failure(world: Harness) -> tuple[str, dict[str, object]]:
     card = await invite(world, "/invite 123456789 @Bob @Carol")
     assert "Invited 1" in json.dumps(card)
     message = world.emulator.messages[-1]
-    [button] = world.emulator.card_buttons(message.message_id)
+    [button] = [b for b in world.emulator.card_buttons(message.message_id) if "Retry" in json.dumps(b)]
     world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
     value = button["value"]
     assert isinstance(value, dict)
@@ -225,4 +225,24 @@ async def test_retry_leaves_out_people_who_may_already_be_ringing(world: Harness
     world.emulator.add_fault(Fault(route="invite", status=503))  # no answer: Bob and Carol may be ringing
     await invite(world, "/invite 123456789 @Bob @Carol")
     message_id = world.emulator.messages[-1].message_id
-    assert world.emulator.card_buttons(message_id) == []  # nobody can safely be rung again
+    buttons = json.dumps(world.emulator.card_buttons(message_id))
+    assert "Retry failed" not in buttons  # nobody can safely be rung again
+    assert "Invite more" in buttons
+
+
+async def test_invite_more_from_the_result_card(world: Harness) -> None:
+    await invite(world, "/invite 123456789 @Bob")
+    message_id = world.emulator.messages[-1].message_id
+    [more] = [b["value"] for b in world.emulator.card_buttons(message_id) if "Invite more" in json.dumps(b)]
+    assert isinstance(more, dict)
+    empty = await world.emulator.click(ALICE, message_id, more, form_value={"people": []})
+    assert empty.toast is not None
+    assert empty.toast["type"] == "error"
+    picked = {"people": [CAROL, BOB, ALICE]}  # Bob is already invited, Alice is the clicker
+    result = await world.emulator.click(ALICE, message_id, more, form_value=picked)
+    assert result.ok, result.error
+    card = await updated_card(world, message_id)
+    assert "Invited 2" in card
+    assert f"<at id={CAROL}></at>" in card
+    last = world.emulator.invite_calls[-1]
+    assert (list(last.invitee_ids), last.operator) == ([CAROL], ALICE)
