@@ -246,3 +246,26 @@ async def test_invite_more_from_the_result_card(world: Harness) -> None:
     assert f"<at id={CAROL}></at>" in card
     last = world.emulator.invite_calls[-1]
     assert (list(last.invitee_ids), last.operator) == ([CAROL], ALICE)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_a_click_with_a_wrong_signature_does_nothing(world: Harness, legacy: bool) -> None:
+    message_id, value = await card_with_a_failure(world)
+    calls = len(world.emulator.invite_calls)
+    forged = await world.emulator.click(ALICE, message_id, value, legacy=legacy, seal={"signature": "0" * 64})
+    assert forged.status == 401
+    await world.runtime.inbox.wait_idle(5)
+    assert len(world.emulator.invite_calls) == calls
+    assert world.emulator.card_updates == []
+    genuine = await world.emulator.click(ALICE, message_id, value, legacy=legacy)  # the button still works
+    assert genuine.ok, genuine.error
+
+
+async def test_the_legacy_callback_url_answers_its_challenge(world: Harness) -> None:
+    answer = await world.emulator.post_legacy(
+        world.emulator.build_legacy_url_verification("legacy-1"), sign=False
+    )
+    assert (answer.status, answer.body) == (200, {"challenge": "legacy-1"})
+    wrong = world.emulator.build_legacy_url_verification("legacy-2")
+    wrong["token"] = "not-the-token"
+    assert (await world.emulator.post_legacy(wrong, sign=False)).status == 403
