@@ -29,6 +29,8 @@ ClickPreflight = Callable[[EventEnvelope], Awaitable[tuple[bool, dict[str, Any]]
 Opener = Callable[[Mapping[str, str], bytes, WebhookSecrets, float], UrlVerification | EventEnvelope]
 # Feishu waits 3 s for a callback's answer; leave room for the network.
 PREFLIGHT_SECONDS = 1.5
+# The whole answer to a click, check and write together, well inside Feishu's 3 s.
+CLICK_BUDGET_SECONDS = 2.3
 CLICK_RECEIVED = {
     "type": "info",
     "content": "Got it: working on it…",
@@ -82,6 +84,8 @@ class EventIntake:
         self._clock = clock
         self._preflight = preflight
         self._open = opener
+        # Click writes still running after their answer went out (kept so they are not collected).
+        self._late: set[asyncio.Future[bool]] = set()
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -105,7 +109,12 @@ class EventIntake:
                     return web.json_response(answer)
             is_click = opened.event_type == CARD_ACTION_TRIGGER
             try:
-                fresh = await self._accept(opened)
+                if is_click:
+                    fresh = await self._accept_within(
+                        opened, CLICK_BUDGET_SECONDS - (time.perf_counter() - started)
+                    )
+                else:
+                    fresh = await self._accept(opened)
             except UnstorableEvent as error:
                 self._metrics.events_rejected.labels("400").inc()
                 log.info("webhook request refused", status=400, reason=f"malformed event: {error}")
@@ -125,6 +134,22 @@ class EventIntake:
                 log.info("duplicate delivery dropped")
         self._metrics.ack_latency.observe(time.perf_counter() - started)
         return web.json_response(answer)
+
+    async def _accept_within(self, envelope: EventEnvelope, seconds: float) -> bool:
+        """Store a click, but answer Feishu in time: past the budget the write goes on unwatched."""
+        saving = asyncio.ensure_future(self._accept(envelope))
+        try:
+            return await asyncio.wait_for(asyncio.shield(saving), max(0.05, seconds))
+        except TimeoutError:
+            self._late.add(saving)
+            saving.add_done_callback(self._late_write_done)
+            log.warning("click still being stored when its answer was due; answered anyway")
+            return True
+
+    def _late_write_done(self, task: asyncio.Future[bool]) -> None:
+        self._late.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a click answered in time could not be stored", error=type(task.exception()).__name__)
 
     async def _check_click(self, envelope: EventEnvelope) -> tuple[bool, dict[str, Any]]:
         try:
