@@ -52,7 +52,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def run_demo(lang: str = "en_us") -> int:
+async def run_demo() -> int:
     configure_logging("console", "warning")
     started = time.perf_counter()
     steps: list[Step] = []
