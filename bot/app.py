@@ -81,7 +81,19 @@ def create_app(
 
     events = EventIntake(secrets, accept, metrics, clock, preflight)
     cards = EventIntake(secrets, accept, metrics, clock, preflight, opener=open_card_request)
-    add_routes(app, events, cards, callback, metrics)
+
+    async def readiness() -> list[str]:
+        runtime = app.get(RUNTIME)
+        if runtime is None:
+            return ["starting"]
+        problems = [] if runtime.bot.open_id else ["bot identity unknown"]
+        try:
+            await runtime.store.inbox_stats()
+        except Exception as error:
+            problems.append(f"store unreachable: {type(error).__name__}")
+        return problems
+
+    add_routes(app, events, cards, callback, metrics, readiness)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)

@@ -206,11 +206,30 @@ async def no_tracebacks(
         return web.json_response({"msg": "internal error"}, status=500)
 
 
+Readiness = Callable[[], Awaitable[list[str]]]
+
+
 def add_routes(
-    app: web.Application, intake: EventIntake, cards: EventIntake, callback: OAuthCallback, metrics: Metrics
+    app: web.Application,
+    intake: EventIntake,
+    cards: EventIntake,
+    callback: OAuthCallback,
+    metrics: Metrics,
+    readiness: Readiness,
 ) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        """Ready to take traffic: the store answers and the bot knows who it is. 503 lists what is not."""
+        try:
+            async with asyncio.timeout(2.0):
+                problems = await readiness()
+        except Exception as error:
+            problems = [f"readiness check failed: {type(error).__name__}"]
+        if problems:
+            return web.json_response({"status": "not ready", "problems": problems}, status=503)
+        return web.json_response({"status": "ready"})
 
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
@@ -220,4 +239,5 @@ def add_routes(
     # No HEAD: a link previewer's HEAD must not spend the user's one-time code.
     app.router.add_get("/oauth/callback", callback.handle, allow_head=False)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

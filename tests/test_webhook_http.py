@@ -141,3 +141,14 @@ async def test_healthz_and_metrics(world: Harness) -> None:
             text = await response.text()
     assert 'invite_bot_events_received_total{event_type="im.message.receive_v1"} 1.0' in text
     assert 'invite_bot_events_handled_total{event_type="im.message.receive_v1"} 1.0' in text
+
+
+async def test_readyz_when_store_and_identity_are_there(world: Harness) -> None:
+    async with aiohttp.ClientSession() as session, session.get(f"{world.bot_url}/readyz") as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "ready"}
+    await world.runtime.store.close()  # the store goes away under the running bot
+    async with aiohttp.ClientSession() as session, session.get(f"{world.bot_url}/readyz") as response:
+        assert response.status == 503
+        body = await response.json()
+        assert body["problems"][0].startswith("store unreachable")
