@@ -1,0 +1,75 @@
+"""The deploy files say what the tests run: `invite-bot serve`, the settings that exist, the probes
+that exist. Checked here because no container engine runs on this machine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from config import Settings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+SETTINGS = {name.upper() for name in Settings.model_fields}
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    documents = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "invite-bot.yaml").read_text()))
+    return {document["kind"]: document for document in documents}
+
+
+def test_the_image_runs_invite_bot_serve_as_a_non_root_user() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["invite-bot"]' in dockerfile
+    assert 'CMD ["serve"]' in dockerfile
+    user = re.search(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert user is not None
+    assert user.group(1) not in ("root", "0")
+    assert "HEALTHCHECK" in dockerfile
+    assert "/healthz" in dockerfile
+    for name in re.findall(r"\b(BOT_[A-Z_]+|FEISHU_[A-Z_]+)=", dockerfile):
+        assert name in SETTINGS, name
+
+
+def test_serve_is_a_real_subcommand() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert "usage: invite-bot serve" in done.stdout
+
+
+def test_compose_file_parses_and_runs_serve_with_a_volume() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    service = compose["services"]["invite-bot"]
+    assert service["command"] == ["serve"]
+    assert any(volume.endswith(":/data") for volume in service["volumes"])
+    assert "healthcheck" in service
+    assert "invite-bot-data" in compose["volumes"]
+
+
+def test_kubernetes_manifests_parse_with_probes_one_replica_and_known_settings() -> None:
+    documents = manifests()
+    assert set(documents) == {"Secret", "PersistentVolumeClaim", "Deployment", "Service"}
+    deployment = documents["Deployment"]["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"]["type"] == "Recreate"
+    [container] = deployment["template"]["spec"]["containers"]
+    assert container["args"] == ["serve"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert set(documents["Secret"]["stringData"]) <= SETTINGS
+    assert {variable["name"] for variable in container["env"]} <= SETTINGS
+
+
+def test_systemd_unit_runs_serve() -> None:
+    unit = (DEPLOY / "invite-bot.service").read_text()
+    assert re.search(r"^ExecStart=\S*invite-bot serve$", unit, re.MULTILINE)
