@@ -93,7 +93,16 @@ def create_app(
             problems.append(f"store unreachable: {type(error).__name__}")
         return problems
 
-    add_routes(app, events, cards, callback, metrics, readiness)
+    async def refresh_gauges() -> None:
+        # Read at scrape time, so a scrape always sees the inbox as it is now.
+        runtime = app.get(RUNTIME)
+        if runtime is not None:
+            stats = await runtime.store.inbox_stats()
+            metrics.inbox_pending.set(stats.pending + stats.running)
+            oldest = stats.oldest_received_at
+            metrics.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, clock() - oldest))
+
+    add_routes(app, events, cards, callback, metrics, readiness, refresh_gauges)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)
@@ -111,7 +120,7 @@ def create_app(
             bot = await client.bot_info()
             log.info("bot identity known", bot_open_id=bot.open_id, app_name=bot.app_name)
             tokens = UserTokenStore(store, sealer)
-            authority = UserAuthority(client, tokens, store, clock)
+            authority = UserAuthority(client, tokens, store, clock, metrics=metrics)
             flow = AuthorizationFlow(
                 client,
                 tokens,
@@ -131,6 +140,7 @@ def create_app(
                 flow=flow,
                 meetings=MeetingFinder(client, store, clock),
                 actions=CardActions(store, clock),
+                metrics=metrics,
             )
             router = Router(
                 services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold)

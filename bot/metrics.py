@@ -66,5 +66,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.invites = Counter(
+            "invite_bot_invites",
+            "People invited or not, by outcome and Feishu code (0 when Feishu gave none)",
+            ["outcome", "code"],
+            registry=self.registry,
+        )
+        self.token_refreshes = Counter(
+            "invite_bot_user_token_refreshes",
+            "user_access_token refreshes, by result (ok, gone, failed)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.authorization_prompts = Counter(
+            "invite_bot_authorization_prompts",
+            "Authorization prompts sent, by where (ephemeral, direct, public)",
+            ["via"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

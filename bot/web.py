@@ -216,6 +216,7 @@ def add_routes(
     callback: OAuthCallback,
     metrics: Metrics,
     readiness: Readiness,
+    refresh_gauges: Callable[[], Awaitable[None]],
 ) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -232,6 +233,10 @@ def add_routes(
         return web.json_response({"status": "ready"})
 
     async def metrics_page(_: web.Request) -> web.Response:
+        try:
+            await refresh_gauges()
+        except Exception as error:  # the counters are still worth serving
+            log.warning("inbox gauges not refreshed", error=type(error).__name__)
         return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
 
     app.router.add_post("/feishu/events", intake.handle)

@@ -35,6 +35,7 @@ async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str
     )
     prompt = await _deliver_privately(context, url, missing_scopes)
     await services.flow.attach_prompt(state, prompt)
+    services.metrics.authorization_prompts.labels(prompt.kind).inc()
     log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind)
 
 

@@ -9,6 +9,7 @@ from bot.clock import Clock
 from bot.feishu.client import FeishuClient
 from bot.feishu.events import EventEnvelope, Mention
 from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_content
+from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
@@ -27,6 +28,7 @@ class Services:
     flow: AuthorizationFlow
     meetings: MeetingFinder
     actions: CardActions
+    metrics: Metrics
 
 
 @dataclass(frozen=True)

@@ -336,15 +336,20 @@ async def send_invitations(context: CommandContext, meeting: Meeting, people: Se
     """
     chunks = [list(people[start : start + CHUNK]) for start in range(0, len(people), CHUNK)]
     results = await asyncio.gather(*(_invite_chunk(context, meeting, chunk) for chunk in chunks))
-    return [outcome for chunk in results for outcome in chunk]
+    outcomes = [outcome for chunk in results for outcome in chunk]
+    for outcome in outcomes:
+        context.services.metrics.invites.labels(
+            "invited" if outcome.invited else "failed", str(outcome.code)
+        ).inc()
+    return outcomes
 
 
 async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[str]) -> list[Outcome]:
     services, message = context.services, context.message
     body = InviteMeetingRequest(invitees=[MeetingUser(id=open_id) for open_id in chunk])
 
-    def everyone(reason: Text) -> list[Outcome]:
-        return [Outcome(open_id=open_id, invited=False, reason=reason) for open_id in chunk]
+    def everyone(reason: Text, code: int = 0) -> list[Outcome]:
+        return [Outcome(open_id=open_id, invited=False, reason=reason, code=code) for open_id in chunk]
 
     try:
         results = await services.authority.call_as(
@@ -363,7 +368,7 @@ async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[s
             singles = await asyncio.gather(*(_invite_chunk(context, meeting, [open_id]) for open_id in chunk))
             return [outcome for single in singles for outcome in single]
         # A whole-call refusal (not in the meeting, locked, full...) applies to everyone in the call.
-        return everyone(reason_for(error.code, error.log_id))
+        return everyone(reason_for(error.code, error.log_id), error.code)
     except Exception:
         log.exception("invitation call failed unexpectedly", meeting_id=meeting.id)
         return everyone(UNCERTAIN)

@@ -34,6 +34,8 @@ class Outcome:
     invited: bool
     reason: Text | None = None
     email: str | None = None
+    # Feishu's code when a whole call was refused (for metrics; the reason is what people read).
+    code: int = 0
 
 
 class StoredOutcome(BaseModel):

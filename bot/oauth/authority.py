@@ -29,6 +29,7 @@ from bot.feishu.errors import (
     FeishuApiError,
 )
 from bot.feishu.models import OAuthTokenRequest, OAuthTokenResponse
+from bot.metrics import Metrics
 from bot.oauth.records import UserToken
 from bot.oauth.token_store import UserTokenStore
 from bot.store import Store
@@ -103,8 +104,10 @@ class UserAuthority:
         store: Store,
         clock: Clock,
         *,
+        metrics: Metrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._metrics = metrics or Metrics()
         self._client = client
         self._tokens = tokens
         self._store = store
@@ -174,11 +177,14 @@ class UserAuthority:
         try:
             response = await self._refresh_call(token.refresh_token)
         except FeishuApiError as error:
-            if error.code in AUTHORIZATION_GONE:
+            gone = error.code in AUTHORIZATION_GONE
+            self._metrics.token_refreshes.labels("gone" if gone else "failed").inc()
+            if gone:
                 await self._tokens.delete(token.tenant_key, token.open_id)
                 log.info("authorization revoked or used up", open_id=token.open_id, code=error.code)
                 return None
             raise
+        self._metrics.token_refreshes.labels("ok").inc()
         fresh = token_from_response(
             response,
             tenant_key=token.tenant_key,
