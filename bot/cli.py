@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     emulator_parser.add_argument("--host", default="127.0.0.1")
     emulator_parser.add_argument("--port", type=int, default=9900)
     emulator_parser.add_argument("--webhook", default=None, help="the bot's /feishu/events URL")
-    commands.add_parser("demo", help="emulator + bot + a scripted conversation, on loopback")
+    demo_parser = commands.add_parser("demo", help="emulator + bot + a scripted conversation, on loopback")
+    demo_parser.add_argument("--console", action="store_true", help="talk to the bot yourself instead")
     commands.add_parser("check", help="validate the settings and the Feishu credentials")
     args = parser.parse_args(argv)
 
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "emulator":
         configure_logging("console", "info")
         code = asyncio.run(emulator(args.host, args.port, args.webhook))
+    elif args.command == "demo" and args.console:
+        from bot.console import run_console
+
+        code = asyncio.run(run_console())
     elif args.command == "demo":
         from bot.demo import run_demo
 

@@ -11,6 +11,8 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def run_demo() -> int:
-    configure_logging("console", "warning")
-    started = time.perf_counter()
-    steps: list[Step] = []
+@asynccontextmanager
+async def loopback_world() -> AsyncIterator[tuple[Emulator, web.Application]]:
+    """The emulator and the bot on free loopback ports, with a store in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix="invite-bot-demo-") as workdir:
         emulator, emulator_runner, emulator_url = await start_emulator(EmulatorConfig())
         config = emulator.config
@@ -82,14 +83,21 @@ async def run_demo() -> int:
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
-            bot_url = settings.bot_public_url
-            emulator.webhook_url = f"{bot_url}/feishu/events"
-            print(f"Feishu emulator on {emulator_url}; bot on {bot_url} (store in a temporary folder)")
-            steps = await _conversation(emulator, app)
+            emulator.webhook_url = f"{settings.bot_public_url}/feishu/events"
+            where = f"Feishu emulator on {emulator_url}; bot on {settings.bot_public_url}"
+            print(f"{where} (store in a temporary folder)")
+            yield emulator, app
         finally:
             await runner.cleanup()
             await emulator.close()
             await emulator_runner.cleanup()
+
+
+async def run_demo() -> int:
+    configure_logging("console", "warning")
+    started = time.perf_counter()
+    async with loopback_world() as (emulator, app):
+        steps = await _conversation(emulator, app)
     elapsed = time.perf_counter() - started
     print("\nScript:")
     for step in steps:
