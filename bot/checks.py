@@ -7,6 +7,15 @@ from bot.feishu.errors import FeishuApiError
 from bot.metrics import Metrics
 from config import Settings
 
+# What the bot calls with its own (tenant) token, and why: docs/setup-feishu.md has the long form.
+APP_SCOPES = (
+    "im:message",  # reply, send, update cards, ephemeral cards
+    "im:message.group_at_msg:readonly",  # read group messages that mention the bot
+    "im:message.p2p_msg:readonly",  # read direct messages
+    "im:chat:readonly",  # list chat members for @all
+    "contact:user.id:readonly",  # find people by e-mail
+)
+
 
 async def run_checks(settings: Settings) -> int:
     print(f"settings: ok (domain {settings.feishu_domain}, app {settings.feishu_app_id})")
@@ -31,4 +40,8 @@ async def run_checks(settings: Settings) -> int:
     print(f"  callback request URL: {settings.bot_public_url}/feishu/events")
     print(f"  redirect URL:         {settings.oauth_redirect_uri}")
     print("  events:               im.message.receive_v1")
+    print("  callbacks:            card.action.trigger (same URL)")
+    print("  app scopes:           " + " ".join(APP_SCOPES))
+    print("  user scopes (OAuth):  " + settings.bot_oauth_scopes)
+    print("details: docs/setup-feishu.md")
     return 0

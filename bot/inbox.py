@@ -186,6 +186,7 @@ class Inbox:
             await self._bookkeep(
                 self._store.bury_event, item.id, error="stored payload unreadable", now=self._clock()
             )
+            self._metrics.events_dead.labels("unknown").inc()
             log.error("event dead", inbox_id=item.id, reason="stored payload unreadable")
             return
         if item.attempts > self._max_attempts:
