@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bot.app import RUNTIME, create_app
 from bot.emulator import Emulator, EmulatorConfig
-from bot.emulator.config import MEETING_IN_PROGRESS
+from bot.emulator.config import MEETING_IN_PROGRESS, DirectoryUser
 from bot.emulator.render import render_message
 from bot.emulator.server import start_emulator
 from bot.logs import configure_logging
@@ -166,8 +166,7 @@ async def _conversation(emulator: Emulator, app: web.Application) -> list[Step]:
     )
     typo_answered = "Did you mean `/help`?" in str(emulator.messages[-1].content)
     steps.append(Step("a typo gets 'did you mean'", typo_answered))
-    steps += await _authorization(emulator, alice.name, alice.open_id, group.chat_id, where)
-    steps += await _invite(emulator, alice.name, alice.open_id, group.chat_id, where)
+    steps += await _first_invite(emulator, app, alice.name, alice.open_id, group.chat_id, where)
     return steps
 
 
@@ -180,11 +179,20 @@ def _authorize_link(card: dict[str, Any]) -> str | None:
     return None
 
 
-async def _authorization(emulator: Emulator, name: str, open_id: str, chat_id: str, where: str) -> list[Step]:
-    """A first /login: the private prompt, the user's approval, and the command finishing by itself."""
+async def _first_invite(
+    emulator: Emulator, app: web.Application, name: str, open_id: str, chat_id: str, where: str
+) -> list[Step]:
+    """The product, first time: /invite asks privately to authorize, goes on by itself once approved,
+    reports one person who could not be rung, and a click on Retry failed rings them."""
+    others = [user for user in emulator.config.users if user.open_id != open_id][:2]
+    if len(others) < 2:
+        return [Step("/invite", False, "the emulator's directory has fewer than three people")]
+    invitee, busy = others
+    emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id)  # in another call: Feishu cannot ring them
     answered = len(emulator.messages)
-    _say(name, where, "@InviteBot /login")
-    await emulator.say(open_id, chat_id, "/login")
+    text = f"/invite 123 456 789 @{invitee.name} @{busy.name}"
+    _say(name, where, f"@InviteBot {text}")
+    await emulator.say(open_id, chat_id, text)
     try:
         [prompt] = await emulator.wait_for_ephemeral(1, open_id=open_id, timeout=10)
     except TimeoutError:
@@ -194,7 +202,8 @@ async def _authorization(emulator: Emulator, name: str, open_id: str, chat_id: s
     link = _authorize_link(prompt.card)
     steps = [
         Step(
-            "the bot asked privately for authorization", link is not None and not emulator.messages[answered:]
+            "a first /invite asked privately for authorization",
+            link is not None and not emulator.messages[answered:] and not emulator.invite_calls,
         )
     ]
     if link is None:
@@ -207,41 +216,52 @@ async def _authorization(emulator: Emulator, name: str, open_id: str, chat_id: s
         status = page.status
     print(f"  HTTP {status}: 授权成功 · Authorized" if status == 200 else f"  HTTP {status}")
     steps.append(Step("the authorization was accepted", status == 200))
+    print(f"({busy.name} is in another call)")
     try:
         await emulator.wait_for_messages(answered + 1, chat_id=chat_id, timeout=10)
     except TimeoutError:
-        steps.append(Step("the waiting /login finished without retyping", False, "no reply within 10 s"))
+        steps.append(Step("the /invite went on without retyping", False, "no reply within 10 s"))
         return steps
     _show_new_replies(emulator, answered)
-    done = "authorized until" in str(emulator.messages[-1].content)
-    steps.append(Step("the waiting /login finished without retyping", done))
+    card = emulator.messages[-1]
+    content = str(card.content)
+    calls = emulator.invite_calls
+    steps.append(
+        Step(
+            f"the /invite went on by itself and rang {invitee.name} and {busy.name}, as {name}",
+            bool(calls) and list(calls[-1].invitee_ids) == [invitee.open_id, busy.open_id],
+        )
+    )
+    steps.append(
+        Step(
+            "the result card says who was invited and who was not",
+            "Invited 1" in content and f"<at id={busy.open_id}>" in content and "could not invite" in content,
+        )
+    )
+    steps += await _retry(emulator, app, name, open_id, card.message_id, busy)
     return steps
 
 
-async def _invite(emulator: Emulator, name: str, open_id: str, chat_id: str, where: str) -> list[Step]:
-    """The product: an /invite with one person who cannot come, and the card that says so."""
-    others = [user for user in emulator.config.users if user.open_id != open_id][:2]
-    if len(others) < 2:
-        return [Step("/invite", False, "the emulator's directory has fewer than three people")]
-    busy = others[1]
-    emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id)  # in another call: Feishu cannot ring them
-    answered = len(emulator.messages)
-    text = f"/invite 123 456 789 @{others[0].name} @{busy.name}"
-    _say(name, where, f"@InviteBot {text}")
-    print(f"({busy.name} is in another call)")
-    await emulator.say(open_id, chat_id, text)
-    try:
-        await emulator.wait_for_messages(answered + 1, chat_id=chat_id, timeout=10)
-    except TimeoutError:
-        return [Step("/invite answered with a result card", False, "no reply within 10 s")]
-    _show_new_replies(emulator, answered)
-    calls = emulator.invite_calls
-    invited_first = bool(calls) and list(calls[-1].invitee_ids) == [others[0].open_id, busy.open_id]
-    card = str(emulator.messages[-1].content)
+async def _retry(
+    emulator: Emulator, app: web.Application, name: str, open_id: str, message_id: str, busy: DirectoryUser
+) -> list[Step]:
+    emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id, busy=False)
+    print(f"\n({busy.name}'s call ended.) {name} clicks [ Retry failed ] on the card:")
+    buttons = [b for b in emulator.card_buttons(message_id) if "Retry" in str(b.get("text"))]
+    value = buttons[0]["value"] if buttons else None
+    if not isinstance(value, dict):
+        return [Step("the card offers Retry failed", False)]
+    result = await emulator.click(open_id, message_id, value)
+    toast = (result.toast or {}).get("content", "")
+    print(f"  toast within {result.elapsed_ms:.0f} ms: {toast}")
+    await app[RUNTIME].inbox.wait_idle(10)
+    updates = [update for update in emulator.card_updates if update.message_id == message_id]
+    names = {user.open_id: user.name for user in emulator.config.users}
+    if updates:
+        print("InviteBot updates its card:")
+        print(render_message("interactive", updates[-1].content, names=names))
+    retried = bool(updates) and "Invited 2" in str(updates[-1].content)
     return [
-        Step(f"{name}'s /invite rang {others[0].name} and {busy.name}, as {name}", invited_first),
-        Step(
-            "the result card says who was invited and who was not",
-            "Invited 1" in card and f"<at id={busy.open_id}>" in card and "could not invite" in card,
-        ),
+        Step("the click was answered in time with a toast", result.ok and result.elapsed_ms < 2500),
+        Step(f"Retry failed rang {busy.name} and the card now says everyone was invited", retried),
     ]
