@@ -24,6 +24,7 @@ from bot.emulator.clicks import ClickResult, action_object, judge
 from bot.emulator.config import EmulatorConfig
 from bot.emulator.messages import MessageStore, SentMessage
 from bot.emulator.pusher import Pusher, PushResult
+from bot.emulator.sealing import seal_body
 from bot.emulator.updates import CardUpdate
 from bot.feishu.crypto import PayloadCipher, card_signature_v1
 from bot.feishu.events import CARD_ACTION_TRIGGER
@@ -125,21 +126,17 @@ class Clicker:
         nonce: str | None = None,
         signature: str | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if encrypt and self._cipher is not None:
-            raw = json.dumps({"encrypt": self._cipher.encrypt(raw)}, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "feishu-emulator"}
-        if sign or signature is not None:
-            stamp = timestamp if timestamp is not None else str(int(self._clock()))
-            once = nonce if nonce is not None else secrets.token_hex(8)
-            headers["X-Lark-Request-Timestamp"] = stamp
-            headers["X-Lark-Request-Nonce"] = once
-            headers["X-Lark-Signature"] = (
-                signature
-                if signature is not None
-                else card_signature_v1(stamp, once, self._config.verification_token, raw)
-            )
-        return headers, raw
+        token = self._config.verification_token
+        return seal_body(
+            body,
+            cipher=self._cipher if encrypt else None,
+            sign=sign,
+            signer=lambda stamp, once, raw: card_signature_v1(stamp, once, token, raw),
+            clock=self._clock,
+            timestamp=timestamp,
+            nonce=nonce,
+            signature=signature,
+        )
 
     # --- clicking --------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import aiohttp
 
 from bot.emulator.config import EmulatorConfig
 from bot.emulator.messages import MessageStore, new_message_id
+from bot.emulator.sealing import seal_body
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import MESSAGE_RECEIVE
 
@@ -182,21 +183,17 @@ class Pusher:
     ) -> tuple[dict[str, str], bytes]:
         """Headers and raw body of one push. With no Encrypt Key configured, Feishu sends plain JSON and
         (UNCONFIRMED, reference §1.4) no signature; the keyword arguments tamper for tests."""
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        if self._cipher is not None and encrypt:
-            body = json.dumps({"encrypt": self._cipher.encrypt(body)}, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "feishu-emulator"}
-        if (self._cipher is not None and sign) or signature is not None:
-            stamp = timestamp if timestamp is not None else str(int(self._clock()))
-            once = nonce if nonce is not None else secrets.token_hex(8)
-            headers["X-Lark-Request-Timestamp"] = stamp
-            headers["X-Lark-Request-Nonce"] = once
-            headers["X-Lark-Signature"] = (
-                signature
-                if signature is not None
-                else event_signature(stamp, once, self._config.encrypt_key, body)
-            )
-        return headers, body
+        key = self._config.encrypt_key
+        return seal_body(
+            payload,
+            cipher=self._cipher if encrypt else None,
+            sign=self._cipher is not None and sign,
+            signer=lambda stamp, once, raw: event_signature(stamp, once, key, raw),
+            clock=self._clock,
+            timestamp=timestamp,
+            nonce=nonce,
+            signature=signature,
+        )
 
     # --- pushing ---------------------------------------------------------------------------------------
 
