@@ -30,6 +30,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+class FixedClock:
+    """A clock that stands still until a test moves it (`clock.now += seconds`)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class ManualClock:
     """Wall-clock time that a test can move forward, shared by the bot and the emulator."""
 

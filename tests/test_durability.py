@@ -77,6 +77,22 @@ def serve_env(emulator: Emulator, url: str, folder: Path, port: int) -> dict[str
     }
 
 
+def pointed_at_a_serve_process(emulator: Emulator, url: str, folder: Path) -> dict[str, str]:
+    """A free port for `invite-bot serve`, the emulator's webhook aimed at it, and its environment."""
+    port = free_port()
+    emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
+    return serve_env(emulator, url, folder, port)
+
+
+async def reply_requested(emulator: Emulator) -> None:
+    """Wait until the bot has sent its reply request (the emulator may still be holding the answer)."""
+    for _ in range(200):
+        if any(r.path.endswith("/reply") for r in emulator.requests):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the bot never sent its reply")
+
+
 async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -104,17 +120,12 @@ async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Pa
     """SIGKILL while the reply is in flight: the event is resumed, and the reply's uuid stops a twin."""
     emulator, runner, url = await start_emulator()
     try:
-        port = free_port()
-        env = serve_env(emulator, url, tmp_path, port)
-        emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
+        env = pointed_at_a_serve_process(emulator, url, tmp_path)
         # The emulator records the reply, then holds the answer: the bot dies before it learns the outcome.
         emulator.add_fault(Fault(route="reply", status=None, delay_seconds=3))
         first = await start_serve(env)
         assert (await emulator.say(ALICE, TEAM, "/help")).status == 200
-        for _ in range(200):
-            if any(r.path.endswith("/reply") for r in emulator.requests):
-                break
-            await asyncio.sleep(0.02)
+        await reply_requested(emulator)
         first.send_signal(signal.SIGKILL)
         await first.wait()
         emulator.clear_faults()
@@ -140,16 +151,11 @@ async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Pa
 async def test_sigterm_lets_running_work_finish(tmp_path: Path) -> None:
     emulator, runner, url = await start_emulator()
     try:
-        port = free_port()
-        env = serve_env(emulator, url, tmp_path, port)
-        emulator.webhook_url = f"http://127.0.0.1:{port}/feishu/events"
+        env = pointed_at_a_serve_process(emulator, url, tmp_path)
         emulator.add_fault(Fault(route="reply", status=None, delay_seconds=1.0))
         process = await start_serve(env)
         assert (await emulator.say(ALICE, TEAM, "/help")).status == 200
-        for _ in range(200):
-            if any(r.path.endswith("/reply") for r in emulator.requests):
-                break
-            await asyncio.sleep(0.02)
+        await reply_requested(emulator)
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 15) == 0
         assert len(emulator.messages) == 1  # the slow reply finished before the process left

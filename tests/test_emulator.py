@@ -17,22 +17,13 @@ from bot.emulator import Emulator, EmulatorConfig, Fault, start_emulator
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import EventEnvelope, parse_message_receive
 from bot.feishu.webhook import WebhookSecrets, open_event_request
+from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"
 TEAM = "oc_team00000000000000000000000001"
 NO_BOT = "oc_nobot0000000000000000000000001"
 TOKEN_URL = "/open-apis/auth/v3/tenant_access_token/internal"
-
-
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -50,7 +41,7 @@ class Harness:
     base: str
     http: aiohttp.ClientSession
     capture: Capture
-    clock: Clock
+    clock: FixedClock
 
     async def call(
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
@@ -98,7 +89,7 @@ async def harness() -> AsyncIterator[Harness]:
     capture.url = f"http://127.0.0.1:{bot_runner.addresses[0][1]}/feishu/events"
 
     emulator, runner, base = await start_emulator(EmulatorConfig(webhook_url=capture.url))
-    clock = Clock()
+    clock = FixedClock()
     emulator.clock = clock
     async with aiohttp.ClientSession() as http:
         yield Harness(emulator, base, http, capture, clock)

@@ -17,6 +17,7 @@ from aiohttp import web
 from lark_oapi.api.authen.v1.model import GetUserInfoResponseBody
 
 from bot.emulator import AuthorizeError, Emulator, EmulatorConfig, start_emulator
+from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"
@@ -27,20 +28,12 @@ USER_INFO = "/open-apis/authen/v1/user_info"
 SCOPES = "vc:meeting vc:meeting:readonly offline_access"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class World:
     emulator: Emulator
     base: str
     http: aiohttp.ClientSession
-    clock: Clock
+    clock: FixedClock
 
     async def call(
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
@@ -119,7 +112,7 @@ def challenge_of(verifier: str) -> str:
 
 async def open_world(config: EmulatorConfig | None = None) -> tuple[World, web.AppRunner]:
     emulator, runner, base = await start_emulator(config)
-    clock = Clock()
+    clock = FixedClock()
     emulator.clock = clock
     return World(emulator, base, aiohttp.ClientSession(), clock), runner
 

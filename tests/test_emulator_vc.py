@@ -23,6 +23,7 @@ from bot.emulator.config import (
     generated_open_id,
 )
 from bot.emulator.emulator import Emulator
+from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"
@@ -41,20 +42,12 @@ def invitees(*ids: str) -> dict[str, Any]:
     return {"invitees": [{"id": who, "user_type": 1} for who in ids]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(NOW)
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class World:
     emulator: Emulator
     base: str
     http: aiohttp.ClientSession
-    clock: Clock
+    clock: FixedClock
 
     async def call(
         self, method: str, path: str, *, token: str | None = None, **kwargs: Any
@@ -103,7 +96,7 @@ class World:
 
 async def open_world(config: EmulatorConfig | None = None) -> tuple[World, web.AppRunner]:
     emulator, runner, base = await start_emulator(config)
-    clock = Clock()
+    clock = FixedClock(float(NOW))
     emulator.clock = clock  # before the meeting book is first used: meetings sit around NOW
     return World(emulator, base, aiohttp.ClientSession(), clock), runner
 
