@@ -18,8 +18,7 @@ from pathlib import Path
 
 from bot.emulator import EmulatorConfig
 from bot.logs import configure_logging
-from tests.harness import ALICE, TEAM, ManualClock, open_harness
-from tests.test_authorization_e2e import authorize
+from tests.harness import ALICE, TEAM, ManualClock, authorize, open_harness
 
 CROWD = "oc_crowd0000000000000000000000001"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import socket
 import time
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME, Runtime, create_app
@@ -22,6 +25,8 @@ ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"
 TEAM = "oc_team00000000000000000000000001"
 ALICE_DM = "oc_p2palice000000000000000000001"
+CAROL = "ou_carol00000000000000000000000003"
+ROOM = "oc_crowd0000000000000000000000001"
 
 
 def free_port() -> int:
@@ -132,3 +137,62 @@ async def open_harness(
         emulator_runner=runner,
         clock=clock or time.time,
     )
+
+
+# --- conversations every end-to-end test needs ----------------------------------------------------
+
+
+def prompt_url(card: dict[str, Any]) -> str:
+    """The Authorize button's link, from an ephemeral (1.0) or a JSON 2.0 prompt card."""
+    for element in card.get("elements", []):
+        for action in element.get("actions", []):
+            if "url" in action:
+                return str(action["url"])
+    for element in card.get("body", {}).get("elements", []):
+        for behavior in element.get("behaviors", []):
+            if behavior.get("type") == "open_url":
+                return str(behavior["default_url"])
+    raise AssertionError(f"no authorize link in {card}")
+
+
+async def browse(url: str) -> tuple[int, str]:
+    """What the user's browser does with the redirect: a plain GET."""
+    async with aiohttp.ClientSession() as session, session.get(url, allow_redirects=False) as response:
+        return response.status, await response.text()
+
+
+async def ephemeral_prompt(world: Harness, open_id: str, count: int = 1) -> str:
+    prompts = await world.emulator.wait_for_ephemeral(count, open_id=open_id)
+    return prompt_url(prompts[count - 1].card)
+
+
+async def authorize(world: Harness, who: str, chat: str = TEAM) -> None:
+    await world.emulator.say(who, chat, "/login")
+    url = await ephemeral_prompt(world, who)
+    status, _ = await browse(world.emulator.authorize(url, as_user=who))
+    assert status == 200
+
+
+async def open_world(tmp_path: Path, config: EmulatorConfig | None = None, **settings: Any) -> Harness:
+    world = await open_harness(tmp_path, config, clock=ManualClock(), **settings)
+    await world.start_bot()
+    await authorize(world, ALICE)
+    await world.emulator.wait_for_messages(1, chat_id=TEAM)  # the "authorized" reply
+    return world
+
+
+async def invite(world: Harness, text: str, *, chat: str = TEAM, **options: Any) -> dict[str, Any]:
+    """Alice types `text`; returns the card the bot answered with."""
+    before = len([m for m in world.emulator.messages if m.chat_id == chat])
+    assert (await world.emulator.say(ALICE, chat, text, **options)).status == 200
+    replies = await world.emulator.wait_for_messages(before + 1, chat_id=chat, timeout=20)
+    return replies[before].content
+
+
+async def updated_card(world: Harness, message_id: str, count: int = 1, within: float = 4.0) -> str:
+    for _ in range(int(within / 0.02)):
+        updates = [update for update in world.emulator.card_updates if update.message_id == message_id]
+        if len(updates) >= count:
+            return json.dumps(updates[count - 1].content, ensure_ascii=False)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the card was not updated")

@@ -7,10 +7,8 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 
 from bot.emulator import EmulatorConfig, Fault
@@ -18,7 +16,19 @@ from bot.emulator.config import DirectoryChat
 from bot.feishu.errors import SCOPE_NOT_GRANTED, FeishuApiError
 from bot.logs import configure_logging
 from bot.oauth.authority import AuthorizationRequired
-from tests.harness import ALICE, ALICE_DM, BOB, TEAM, Harness, ManualClock, open_harness
+from tests.harness import (
+    ALICE,
+    ALICE_DM,
+    BOB,
+    TEAM,
+    Harness,
+    ManualClock,
+    authorize,
+    browse,
+    ephemeral_prompt,
+    open_harness,
+    prompt_url,
+)
 
 # Five group chats with Alice and Bob in each, for commands that really run at the same time.
 ROOMS = tuple(f"oc_room{n}000000000000000000000000{n}" for n in range(5))
@@ -41,37 +51,6 @@ async def clocked(tmp_path: Path) -> AsyncIterator[tuple[Harness, ManualClock]]:
         yield world, clock
     finally:
         await world.close()
-
-
-def prompt_url(card: dict[str, Any]) -> str:
-    """The Authorize button's link, from an ephemeral (1.0) or a JSON 2.0 prompt card."""
-    for element in card.get("elements", []):
-        for action in element.get("actions", []):
-            if "url" in action:
-                return str(action["url"])
-    for element in card.get("body", {}).get("elements", []):
-        for behavior in element.get("behaviors", []):
-            if behavior.get("type") == "open_url":
-                return str(behavior["default_url"])
-    raise AssertionError(f"no authorize link in {card}")
-
-
-async def browse(url: str) -> tuple[int, str]:
-    """What the user's browser does with the redirect: a plain GET."""
-    async with aiohttp.ClientSession() as session, session.get(url, allow_redirects=False) as response:
-        return response.status, await response.text()
-
-
-async def ephemeral_prompt(world: Harness, open_id: str, count: int = 1) -> str:
-    prompts = await world.emulator.wait_for_ephemeral(count, open_id=open_id)
-    return prompt_url(prompts[count - 1].card)
-
-
-async def authorize(world: Harness, who: str, chat: str = TEAM) -> None:
-    await world.emulator.say(who, chat, "/login")
-    url = await ephemeral_prompt(world, who)
-    status, _ = await browse(world.emulator.authorize(url, as_user=who))
-    assert status == 200
 
 
 async def test_first_command_prompts_privately_then_completes_after_authorizing(

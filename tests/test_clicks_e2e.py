@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,9 +11,20 @@ import pytest
 
 from bot.emulator import EmulatorConfig
 from bot.emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, BOB, Harness, ManualClock
-from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
-from tests.test_invite_e2e import CAROL, ROOM, invite, open_world
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    ROOM,
+    Harness,
+    ManualClock,
+    authorize,
+    browse,
+    ephemeral_prompt,
+    invite,
+    open_world,
+    updated_card,
+)
 
 
 @pytest.fixture
@@ -38,15 +48,6 @@ async def card_with_a_failure(world: Harness) -> tuple[str, dict[str, object]]:
     value = button["value"]
     assert isinstance(value, dict)
     return message.message_id, value
-
-
-async def updated_card(world: Harness, message_id: str, count: int = 1, within: float = 4.0) -> str:
-    for _ in range(int(within / 0.02)):
-        updates = [update for update in world.emulator.card_updates if update.message_id == message_id]
-        if len(updates) >= count:
-            return json.dumps(updates[count - 1].content, ensure_ascii=False)
-        await asyncio.sleep(0.02)
-    raise AssertionError("the card was not updated")
 
 
 @pytest.mark.parametrize("legacy", [False, True])

@@ -6,26 +6,27 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.emulator import EmulatorConfig, Fault
 from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from handlers.invite_reasons import NEEDS_AUTHORIZATION, NOT_INVITED, REASONS, UNCERTAIN, UNKNOWN_EMAIL
-from tests.harness import ALICE, BOB, TEAM, Harness, ManualClock, open_harness
-from tests.test_authorization_e2e import authorize, browse, ephemeral_prompt
-
-CAROL = "ou_carol00000000000000000000000003"
-ROOM = "oc_crowd0000000000000000000000001"
-
-
-async def open_world(tmp_path: Path, config: EmulatorConfig | None = None, **settings: Any) -> Harness:
-    world = await open_harness(tmp_path, config, clock=ManualClock(), **settings)
-    await world.start_bot()
-    await authorize(world, ALICE)
-    await world.emulator.wait_for_messages(1, chat_id=TEAM)  # the "authorized" reply
-    return world
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    ROOM,
+    TEAM,
+    Harness,
+    ManualClock,
+    authorize,
+    browse,
+    ephemeral_prompt,
+    invite,
+    open_harness,
+    open_world,
+)
 
 
 @pytest.fixture
@@ -35,14 +36,6 @@ async def world(tmp_path: Path) -> AsyncIterator[Harness]:
         yield opened
     finally:
         await opened.close()
-
-
-async def invite(world: Harness, text: str, *, chat: str = TEAM, **options: Any) -> dict[str, Any]:
-    """Alice types `text`; returns the card the bot answered with."""
-    before = len([m for m in world.emulator.messages if m.chat_id == chat])
-    assert (await world.emulator.say(ALICE, chat, text, **options)).status == 200
-    replies = await world.emulator.wait_for_messages(before + 1, chat_id=chat, timeout=20)
-    return replies[before].content
 
 
 def invited_ids(world: Harness, since: int = 0) -> list[str]:

@@ -8,8 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, TEAM, ManualClock
-from tests.test_invite_e2e import CAROL, invite, open_world
+from tests.harness import ALICE, CAROL, TEAM, ManualClock, invite, open_world
 
 
 def value(text: str, sample: str) -> float:
