@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.cards import Card, card, markdown
+from handlers.cards import Card, card, literal, markdown
 from handlers.i18n import Text
 
 PROMPT_TITLE = Text("需要你的授权", "Your authorization is needed")
@@ -25,7 +25,9 @@ LINK_NOTE = Text("链接 10 分钟内有效，只能由你本人使用。", "The
 AUTHORIZED_TITLE = Text("已授权", "Authorized")
 
 
-def authorized_text(name: str, until: str) -> Text:
+def authorized_text(display_name: str, until: str) -> Text:
+    # A display name is whatever the user typed into their profile: shown inert, never as markup.
+    name = literal(display_name, 60)
     return Text(
         f"✅ {name} 已授权，有效期至 {until}。发送 /logout 可随时取消。",
         f"✅ {name} is authorized until {until}. Send /logout to revoke it at any time.",
@@ -36,7 +38,7 @@ def prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> Card:
     """JSON 2.0 prompt with an open_url button, for a direct message or a public reply."""
     elements: list[dict[str, Any]] = [markdown(PROMPT_BODY)]
     if missing_scopes:
-        scopes = ", ".join(f"`{scope}`" for scope in missing_scopes)
+        scopes = ", ".join(f"`{literal(scope, 80)}`" for scope in missing_scopes)
         elements.append(markdown(Text(f"还需要这些权限：{scopes}", f"Also needed: {scopes}")))
     elements.append(
         {
@@ -54,7 +56,7 @@ def ephemeral_prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> 
     """JSON 1.0 prompt, both languages in the text, for `ephemeral/v1/send`."""
     body = f"{PROMPT_BODY.zh_cn}\n{PROMPT_BODY.en_us}"
     if missing_scopes:
-        body += "\n" + ", ".join(missing_scopes)
+        body += "\n" + ", ".join(literal(scope, 80) for scope in missing_scopes)
     return {
         "config": {"wide_screen_mode": True},
         "header": {

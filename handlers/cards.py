@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from bot.feishu.events import is_open_id
 from handlers.i18n import Text
 
 Card = dict[str, Any]
@@ -27,6 +28,48 @@ Template = Literal[
     "grey",
     "default",
 ]
+
+
+# Everything Feishu's card markdown (and lark_md) gives a meaning to: links and images, tags such as
+# `<at id=all>` and `<font>`, entities, code, emphasis, headings, tables, template variables. Feishu
+# documents no escape syntax that works for all of them, so text from outside never keeps them: each
+# becomes its full-width twin, which reads the same and means nothing.
+_INERT = str.maketrans(
+    {
+        "[": "［",
+        "]": "］",
+        "(": "（",
+        ")": "）",
+        "<": "＜",
+        ">": "＞",
+        "&": "＆",
+        "`": "｀",
+        "*": "＊",
+        "_": "＿",
+        "~": "～",
+        "#": "＃",
+        "|": "｜",
+        "\\": "＼",
+        "$": "＄",
+    }
+)
+
+
+def literal(text: str, limit: int = 120) -> str:
+    """Text from outside (a name, a typed word, a meeting topic, an e-mail) shown as itself, in one line.
+
+    The one way user-sourced text enters a card or a toast: no markup, no `<at>` ping, no live link
+    (a bare `https://` loses its colon's meaning too, so clients do not auto-link it), no new lines that
+    could start a list or a rule, and at most `limit` characters.
+    """
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.translate(_INERT).replace("://", "：//")
+
+
+def mention(open_id: str) -> str:
+    """An `<at>` tag, only ever for a well-formed open_id; anything else is shown as inert text."""
+    return f"<at id={open_id}></at>" if is_open_id(open_id) else literal(open_id, 40)
 
 
 def _i18n(text: Text) -> dict[str, Any]:

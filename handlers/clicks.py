@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from bot.feishu.errors import FeishuApiError
-from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, parse_card_action
+from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, is_open_id, parse_card_action
 from bot.feishu.models import Meeting, MessagePatchRequest, MessageReplyRequest, card_content
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
@@ -82,7 +82,7 @@ def _picked_people(event: CardActionEvent) -> list[str]:
     picked = (event.action.form_value or {}).get(PEOPLE_FIELD)
     if not isinstance(picked, list):
         return []
-    people = [item for item in picked if isinstance(item, str) and item.startswith("ou_") and len(item) < 100]
+    people = [item for item in picked if is_open_id(item)]
     return list(dict.fromkeys(people))[:MAX_PICKED]
 
 

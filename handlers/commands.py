@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from handlers.context import CommandContext
 from handlers.i18n import Text
 
+# Longer than any command word plus a few typos.
+MAX_SUGGESTED_LENGTH = 32
+
 CommandHandler = Callable[[CommandContext], Awaitable[None]]
 
 
@@ -46,5 +49,7 @@ class CommandTable:
 
     def suggest(self, word: str) -> Command | None:
         """The command a mistyped word most likely meant, if any is close enough."""
+        if len(word) > MAX_SUGGESTED_LENGTH:
+            return None  # nothing that long is a typo of a short command word, and matching costs
         close = difflib.get_close_matches(word.casefold(), list(self._by_word), n=1, cutoff=0.6)
         return self._by_word[close[0]] if close else None

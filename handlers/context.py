@@ -43,6 +43,8 @@ class IncomingMessage:
     text: str
     mentions: tuple[Mention, ...]
     mentioned_bot: bool
+    # The message was longer than any command may be; `text` holds only its beginning.
+    too_long: bool = False
 
 
 def reply_uuid(message_id: str, purpose: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from handlers.cards import Card, card, divider, markdown
+from handlers.cards import Card, card, divider, literal, markdown
 from handlers.commands import Command, CommandTable
 from handlers.context import CommandContext
 from handlers.i18n import Text
@@ -39,8 +39,9 @@ def help_card(commands: CommandTable, *, lead: Text | None = None, title: Text =
     return card(title, elements, template="blue" if lead is None else "orange", summary=title)
 
 
-def unknown_command_card(commands: CommandTable, word: str) -> Card:
-    suggestion = commands.suggest(word)
+def unknown_command_card(commands: CommandTable, typed: str) -> Card:
+    suggestion = commands.suggest(typed)
+    word = literal(typed, 40)
     if suggestion is not None:
         lead = Text(
             f"我不认识 `{word}`。你是想用 `{suggestion.name}` 吗？",
@@ -49,6 +50,15 @@ def unknown_command_card(commands: CommandTable, word: str) -> Card:
     else:
         lead = Text(f"我不认识 `{word}`。可用的命令：", f"I don't know `{word}`. Here is what I can do:")
     return help_card(commands, lead=lead, title=UNKNOWN_TITLE)
+
+
+def too_long_card(command: str, limit: int) -> Card:
+    body = Text(
+        f"这条 `{command}` 太长了（超过 {limit} 个字符），我没有读它。请分成几条较短的命令发送。",
+        f"That `{command}` is too long (over {limit} characters), so I did not read it. "
+        "Send it as a few shorter commands.",
+    )
+    return card(Text("命令太长", "Command too long"), [markdown(body)], template="orange")
 
 
 def not_a_command_card(commands: CommandTable) -> Card:

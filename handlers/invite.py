@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from bot.feishu.errors import UNAVAILABLE as UNAVAILABLE_CODE
 from bot.feishu.errors import FeishuApiError
+from bot.feishu.events import is_open_id
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
@@ -303,7 +304,7 @@ async def _collect(context: CommandContext, request: InviteRequest) -> tuple[lis
             found.update(await services.client.open_ids_by_email(batch))
         for email in request.emails:
             open_id = found.get(email)
-            if open_id is None:
+            if open_id is None or not is_open_id(open_id):
                 unknown.append(Outcome(open_id=None, invited=False, reason=UNKNOWN_EMAIL, email=email))
             else:
                 people.append(open_id)
@@ -320,7 +321,9 @@ async def _chat_members(context: CommandContext) -> list[str]:
         page = await client.chat_members(chat_id, page_token=page_token)
         # The members API lists people only; bots in the chat are not among them.
         members.extend(
-            item.member_id for item in page.items if item.member_id and item.member_id_type == "open_id"
+            item.member_id
+            for item in page.items
+            if item.member_id_type == "open_id" and is_open_id(item.member_id)
         )
         if not page.has_more or not page.page_token:
             break

@@ -8,22 +8,19 @@ dozen are summarised by count, and failures are grouped by reason.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
 from bot.feishu.models import Meeting
-from handlers.cards import Card, Template, card, markdown
+from handlers.cards import Card, Template, card, literal, markdown, mention
 from handlers.i18n import Text
 
 # Name people one by one up to this many successes; past it, a count reads better and stays small.
 LISTED_SUCCESSES = 30
 # Failures are always worth naming, but a card has 30 KB: at ~45 bytes a mention, 300 fit easily.
 LISTED_FAILURES = 300
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_~\[\]()#|])")
 
 
 @dataclass(frozen=True)
@@ -56,26 +53,14 @@ class StoredOutcome(BaseModel):
         return Outcome(open_id=self.open_id, invited=self.invited, reason=reason, email=self.email)
 
 
-def escape(text: str, limit: int = 120) -> str:
-    """Text from outside (a meeting topic, an e-mail) shown literally: no markup, no <at> pings, one line.
-
-    `&` goes first so an already-escaped `&lt;at ...&gt;` cannot turn back into a tag; newlines go so
-    a topic cannot start a list or a rule; long text is cut, to keep the card small.
-    """
-    text = " ".join(text.split())
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
 def _plain(content: str) -> dict[str, object]:
     return {"tag": "markdown", "content": content}
 
 
 def _who(outcome: Outcome) -> str:
     if outcome.open_id:
-        return f"<at id={outcome.open_id}></at>"
-    return escape(outcome.email or "?")
+        return mention(outcome.open_id)
+    return literal(outcome.email or "?")
 
 
 def format_meeting_no(meeting_no: str) -> str:
@@ -142,7 +127,7 @@ def _result_card(
         template = "orange"
     else:
         title, template = Text(f"未能邀请（{len(failed)} 人）", f"Nobody invited ({len(failed)})"), "red"
-    topic = escape(meeting.topic) or "—"
+    topic = literal(meeting.topic) or "—"
     number = format_meeting_no(meeting.meeting_no)
     elements: list[dict[str, object]] = [
         markdown(Text(f"会议：**{topic}** · {number}", f"Meeting: **{topic}** · {number}"))
@@ -283,12 +268,12 @@ def _callback_button(text: Text, action_id: str, kind: str = "default") -> dict[
 
 
 def confirm_card(meeting: Meeting, count: int, sender_open_id: str, confirm_id: str, cancel_id: str) -> Card:
-    topic = escape(meeting.topic) or "—"
+    topic = literal(meeting.topic) or "—"
     number = format_meeting_no(meeting.meeting_no)
     body = Text(
-        f"<at id={sender_open_id}></at> 要邀请 **{count}** 人加入会议 **{topic}** · {number}。"
+        f"{mention(sender_open_id)} 要邀请 **{count}** 人加入会议 **{topic}** · {number}。"
         "只有发起人可以确认。",
-        f"<at id={sender_open_id}></at> is about to invite **{count}** people to **{topic}** · {number}. "
+        f"{mention(sender_open_id)} is about to invite **{count}** people to **{topic}** · {number}. "
         "Only they can confirm.",
     )
     title = Text(f"确认邀请 {count} 人？", f"Invite {count} people?")

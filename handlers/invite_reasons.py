@@ -7,6 +7,7 @@ and Feishu's log_id, so a user can quote them to support.
 
 from __future__ import annotations
 
+from handlers.cards import literal
 from handlers.i18n import Text
 
 REASONS: dict[int, Text] = {
@@ -65,5 +66,5 @@ def reason_for(code: int, log_id: str = "") -> Text:
     if code < 0:
         return UNAVAILABLE
     # The log_id is what Feishu support traces a failure by; say it, so the user can quote it.
-    trace = f" (log_id {log_id})" if log_id else ""
+    trace = f" (log_id {literal(log_id, 80)})" if log_id else ""
     return Text(f"飞书返回错误 {code}{trace}。", f"Feishu answered with error {code}{trace}.")

@@ -6,10 +6,13 @@ import json
 import re
 from typing import Any
 
-from bot.feishu.events import MessageReceiveEvent
+from bot.feishu.events import MessageReceiveEvent, is_open_id
 from handlers.context import IncomingMessage
 
 READABLE_TYPES = ("text", "post")
+# No real command is longer than this; a longer text is refused before any command grammar reads it,
+# so the cost of reading a command never depends on how much a hostile sender pasted.
+MAX_COMMAND_CHARS = 4000
 
 
 def message_text(message_type: str, content: str) -> str | None:
@@ -64,16 +67,23 @@ def _post_text(body: dict[str, Any]) -> str | None:
 def read_message(event: MessageReceiveEvent, bot_open_id: str) -> IncomingMessage | None:
     """The message as handlers see it, or None when it is not for the bot to read."""
     message = event.message
-    if message.message_type not in READABLE_TYPES:
+    if message.message_type not in READABLE_TYPES or not is_open_id(event.sender.sender_id.open_id):
         return None
     text = message_text(message.message_type, message.content)
     if text is None:
         return None
+    # Cut first (with room for the bot's own placeholders, which are removed below): nothing after this
+    # line looks at more than a few KB, however long the message.
+    too_long = len(text) > 2 * MAX_COMMAND_CHARS
+    text = text[: 2 * MAX_COMMAND_CHARS]
     bot_keys = {mention.key for mention in message.mentions if mention.id.open_id == bot_open_id}
-    for key in bot_keys:
-        # Whole placeholders only: removing `@_user_1` must leave `@_user_12` intact.
-        text = re.sub(re.escape(key) + r"(?!\d)", " ", text)
+    if bot_keys:
+        # Whole placeholders only: removing `@_user_1` must leave `@_user_12` intact. One pass for all.
+        keys = "|".join(re.escape(key) for key in sorted(bot_keys, key=len, reverse=True))
+        text = re.sub(f"(?:{keys})(?!\\d)", " ", text)
     others = tuple(mention for mention in message.mentions if mention.key not in bot_keys)
+    text = " ".join(text.split())
+    too_long = too_long or len(text) > MAX_COMMAND_CHARS
     return IncomingMessage(
         message_id=message.message_id,
         chat_id=message.chat_id,
@@ -81,7 +91,8 @@ def read_message(event: MessageReceiveEvent, bot_open_id: str) -> IncomingMessag
         thread_id=message.thread_id,
         sender_open_id=event.sender.sender_id.open_id,
         tenant_key=event.sender.tenant_key,
-        text=" ".join(text.split()),
+        text=text[:MAX_COMMAND_CHARS],
         mentions=others,
         mentioned_bot=bool(bot_keys),
+        too_long=too_long,
     )

@@ -18,9 +18,9 @@ from handlers.account import login_command, logout_command, show_authorized
 from handlers.clicks import on_click
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
-from handlers.help import help_command, not_a_command_card, unknown_command_card
+from handlers.help import help_command, not_a_command_card, too_long_card, unknown_command_card
 from handlers.invite import invite_command
-from handlers.messages import read_message
+from handlers.messages import MAX_COMMAND_CHARS, read_message
 
 log = structlog.get_logger("handlers")
 
@@ -97,6 +97,10 @@ class Router:
             return
         command = self._commands.find(word)
         context = self._context(message, envelope, word, args.strip())
+        if command is not None and message.too_long:
+            log.info("command too long; refused unread", command=command.name)
+            await context.reply_card(too_long_card(command.name, MAX_COMMAND_CHARS))
+            return
         if command is None:
             if addressed or self._commands.suggest(word) is not None:
                 log.info("unknown command", word=word[:40])

@@ -196,7 +196,9 @@ def test_hostile_topics_and_addresses_stay_inert_and_small() -> None:
     card = result_card(meeting, outcomes)
     text = json.dumps(card, ensure_ascii=False)
     assert "<at id=all>" not in text
-    assert "&amp;lt;at id=all&amp;gt;" in text  # the already-escaped form is escaped again
+    assert "&lt;" not in text  # an entity typed into a topic is no entity on the card either
+    assert "＆lt;at id=all＆gt;" in text
+    assert "[x](http" not in text
     assert "\\n-" not in text
     assert card_size(card) < 30 * 1024
 

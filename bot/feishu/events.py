@@ -7,7 +7,8 @@ checked once at the door and never persisted.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,6 +17,16 @@ CARD_ACTION_TRIGGER = "card.action.trigger"
 # Our own events, fed into the inbox by the bot itself (never accepted from the webhook).
 INTERNAL_PREFIX = "invite_bot."
 AUTHORIZATION_GRANTED = "invite_bot.authorization_granted"
+
+
+# An open_id as Feishu issues them (`ou_` and 32 hex digits; our emulator uses other letters and digits).
+# Only such ids reach an `<at id=...>` tag or an API call: anything else from outside is dropped.
+OPEN_ID_PATTERN = r"^ou_[A-Za-z0-9]{1,64}$"
+_OPEN_ID = re.compile(OPEN_ID_PATTERN)
+
+
+def is_open_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _OPEN_ID.fullmatch(value) is not None
 
 
 class _Lenient(BaseModel):
@@ -193,7 +204,8 @@ def ordering_key(envelope: EventEnvelope) -> str:
 
 
 class CardOperator(_Lenient):
-    open_id: str = Field(min_length=1)
+    # The clicker acts as themselves: an id that is not an open_id is no clicker at all.
+    open_id: str = Field(pattern=OPEN_ID_PATTERN)
     tenant_key: str = ""
     union_id: str | None = None
     user_id: str | None = None

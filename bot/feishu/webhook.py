@@ -57,6 +57,11 @@ class WebhookSecrets:
         object.__setattr__(self, "cipher", cipher)
 
 
+# No Feishu envelope nests a tenth as deep. The cap sits far below the limit of the JSON reader that
+# reads a stored event back (pydantic's, about 200 levels), so whatever is acknowledged can be read again.
+MAX_JSON_DEPTH = 64
+
+
 def load_json_object(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -65,7 +70,23 @@ def load_json_object(raw: bytes) -> dict[str, Any]:
         raise Rejected(400, "body is not valid JSON") from None
     if not isinstance(value, dict):
         raise Rejected(400, "body is not a JSON object")
+    if not _nested_within(value, MAX_JSON_DEPTH):
+        raise Rejected(400, f"body nested deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def _nested_within(value: object, limit: int) -> bool:
+    """Whether no container in `value` sits deeper than `limit` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return False
+                stack.append((child, depth + 1))
+    return True
 
 
 def open_event_request(

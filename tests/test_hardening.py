@@ -1,0 +1,177 @@
+"""Findings of the attacker's review (issue 9), each reproduced over loopback against the emulator."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.emulator import EmulatorConfig
+from bot.feishu.events import Mention, UserId
+from handlers.invite_grammar import read_invite
+from tests.harness import (
+    ALICE,
+    CAROL,
+    TEAM,
+    Harness,
+    ManualClock,
+    authorize,
+    invite,
+    open_harness,
+    open_world,
+    updated_card,
+)
+
+# --- 1. one message must not freeze the process -------------------------------------------------------
+
+# Inputs that made one pattern or another scan the rest of the text from every position.
+PATHOLOGICAL = {
+    "brackets": "[" * 100_000,
+    "empty links": "[](" * 34_000,
+    "link labels": "[a" * 50_000,
+    "open parens": "[x](" + "(" * 100_000,
+    "percent signs": "%" * 100_000,
+    "local parts": ("a" * 63 + "@") * 1_600,
+    "dotted domain": "a@" + "b." * 50_000,
+    "labels": "a@" + ("c" * 62 + ".") * 1_600,
+    "digits": "1" * 100_000,
+    "grouped digits": "123-" * 25_000,
+    "placeholders": "@_user_" * 15_000,
+    "all": "@_all" * 20_000,
+    "links": "https://vc.feishu.cn/j/" * 4_500,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_the_grammar_is_linear_on_100_kb_of_hostile_text(name: str) -> None:
+    text = PATHOLOGICAL[name]
+    assert len(text) >= 100_000
+    mentions = [Mention(key=f"@_user_{n}", id=UserId(open_id=f"ou_{n}")) for n in range(1, 50)]
+    started = time.perf_counter()
+    read_invite(text, mentions, sender_open_id="ou_sender", bot_open_id="ou_bot")
+    # Linear patterns take a few milliseconds here; a quadratic one takes tens of seconds. The budget
+    # sits far from both, so a loaded machine cannot make it flaky.
+    assert time.perf_counter() - started < 2.0
+
+
+async def healthz_seconds(world: Harness) -> float:
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session, session.get(f"{world.bot_url}/healthz") as response:
+        assert response.status == 200
+    return time.perf_counter() - started
+
+
+async def test_a_huge_hostile_command_is_refused_unread_and_the_bot_stays_responsive(
+    world: Harness,
+) -> None:
+    pushed = await world.emulator.say(ALICE, TEAM, "/invite " + "[" * 32_000)
+    assert pushed.status == 200
+    # While the bot handles it, everything else still answers at once.
+    probes = [await healthz_seconds(world) for _ in range(5)]
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
+    assert reply.content["header"]["title"]["content"] == "Command too long"
+    assert max(probes) < 1.0
+    # And the next command in that chat is answered as usual.
+    await world.emulator.say(ALICE, TEAM, "/help")
+    replies = await world.emulator.wait_for_messages(2, chat_id=TEAM)
+    assert "how to use" in replies[1].content["header"]["title"]["content"]
+
+
+async def test_a_long_unknown_word_costs_nothing_either(world: Harness) -> None:
+    started = time.perf_counter()
+    await world.emulator.say(ALICE, TEAM, "/" + "x" * 50_000)
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
+    assert time.perf_counter() - started < 5.0
+    assert len(str(reply.content)) < 10_000  # the echoed word is cut, not pasted back whole
+
+
+async def test_chatter_of_any_length_is_ignored_quickly(world: Harness) -> None:
+    await world.emulator.say(ALICE, TEAM, "[](" * 40_000, mention_bot=False)
+    await world.emulator.say(ALICE, TEAM, "/help")
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
+    assert "how to use" in reply.content["header"]["title"]["content"]
+
+
+# --- 3. no markup from outside in the bot's own cards -------------------------------------------------
+
+PHISHING_NAME = "Alice [Click to re-authorize](https://evil.example/phish) <at id=all></at>"
+
+
+def live_markup(sent: object) -> list[str]:
+    """What in a sent card would act rather than read: a link, an @all, a raw tag, a bare address."""
+    text = json.dumps(sent, ensure_ascii=False)
+    found = [pattern for pattern in ("](", "<at id=all", "<a ", "<link", "https://evil") if pattern in text]
+    found += re.findall(r"<at id=(?!ou_[A-Za-z0-9]+>)[^>]*>", text)
+    return found
+
+
+async def test_an_unknown_command_cannot_post_a_link_in_the_bots_voice(world: Harness) -> None:
+    typed = "/x`[Authorization expired, sign in again](https://evil.example/login)`y"
+    await world.emulator.say(ALICE, TEAM, typed)
+    [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+    assert "Unknown command" in json.dumps(reply.content)
+    assert live_markup(reply.content) == []
+    assert "/x｀［Authorization" in json.dumps(reply.content, ensure_ascii=False)  # shown, inert
+
+
+def with_user_named(name: str, open_id: str = ALICE) -> EmulatorConfig:
+    base = EmulatorConfig()
+    data = base.model_dump()
+    data["users"] = [{**user, "name": name} if user["open_id"] == open_id else user for user in data["users"]]
+    return EmulatorConfig.model_validate(data)
+
+
+async def test_a_display_name_cannot_phish_or_ping_everyone(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path, with_user_named(PHISHING_NAME), clock=ManualClock())
+    try:
+        await world.start_bot()
+        await authorize(world, ALICE)  # the /login resumes and answers in the group
+        [public] = await world.emulator.wait_for_messages(1, chat_id=TEAM)
+        prompts = await world.emulator.wait_for_ephemeral(2, open_id=ALICE)
+        await world.emulator.say(ALICE, TEAM, "/login")  # already authorized: says so, publicly
+        replies = await world.emulator.wait_for_messages(2, chat_id=TEAM)
+        for card in (public.content, replies[1].content, prompts[1].card):
+            assert "Click to re" in json.dumps(card, ensure_ascii=False)
+            assert live_markup(card) == []
+    finally:
+        await world.close()
+
+
+async def test_a_malformed_open_id_is_never_rendered_nor_invited(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        await invite(world, "/invite 123456789 @Bob")
+        message = world.emulator.messages[-1]
+        [form] = [b for b in world.emulator.card_buttons(message.message_id) if "Invite more" in str(b)]
+        hostile = "ou_x></at><at id=all></at>"
+        result = await world.emulator.click(
+            ALICE, message.message_id, form["value"], form_value={"people": [hostile, CAROL]}
+        )
+        assert result.ok, result.error
+        card = await updated_card(world, message.message_id)
+        assert live_markup(json.loads(card)) == []
+        invited = [open_id for call in world.emulator.invite_calls for open_id in call.invitee_ids]
+        assert hostile not in invited
+        assert CAROL in invited
+    finally:
+        await world.close()
+
+
+# --- 8. nothing is acknowledged that the inbox could not read back -----------------------------------
+
+
+@pytest.mark.parametrize("depth", [70, 200, 255])
+async def test_a_deeply_nested_event_is_refused_before_the_ack(world: Harness, depth: int) -> None:
+    event = world.emulator.build_say_event(ALICE, TEAM, "/help")
+    nesting: object = "x"
+    for _ in range(depth):
+        nesting = {"n": nesting}
+    event["event"]["extra"] = nesting
+    pushed = await world.emulator.push(event)
+    assert pushed.status == 400
+    stats = await world.runtime.store.inbox_stats()
+    assert (stats.pending, stats.running, stats.dead) == (0, 0, 0)
