@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -10,11 +11,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.emulator import EmulatorConfig
+from bot.emulator import EmulatorConfig, Fault
 from bot.feishu.events import Mention, UserId
 from handlers.invite_grammar import read_invite
 from tests.harness import (
     ALICE,
+    ALICE_DM,
     CAROL,
     TEAM,
     Harness,
@@ -175,3 +177,52 @@ async def test_a_deeply_nested_event_is_refused_before_the_ack(world: Harness, d
     assert pushed.status == 400
     stats = await world.runtime.store.inbox_stats()
     assert (stats.pending, stats.running, stats.dead) == (0, 0, 0)
+
+
+# --- 2. a confirmed /logout stays a logout ---------------------------------------------------------
+
+
+async def test_a_refresh_in_flight_cannot_undo_a_logout(tmp_path: Path) -> None:
+    clock = ManualClock()
+    world = await open_harness(tmp_path, clock=clock)
+    try:
+        await world.start_bot()
+        await authorize(world, ALICE)
+        await world.emulator.wait_for_messages(1, chat_id=TEAM)  # "authorized"
+        clock.advance(7200 - 60)  # the access token is due for a refresh
+        # A slow token endpoint: the /login's refresh is still in flight when the /logout is confirmed.
+        world.emulator.add_fault(Fault(route="user_token", status=None, delay_seconds=1.5))
+        await world.emulator.say(ALICE, TEAM, "/login")
+        await asyncio.sleep(0.3)
+        await world.emulator.say(ALICE, ALICE_DM, "/logout")
+        [logged_out] = await world.emulator.wait_for_messages(1, chat_id=ALICE_DM)
+        assert "Your authorization is deleted" in json.dumps(logged_out.content)
+        await world.runtime.inbox.wait_idle(10)  # the refresh has finished by now
+        assert world.emulator.refreshes == 1
+        assert await world.runtime.authority.current(world.emulator.config.tenant_key, ALICE) is None
+        # The next command is not carried out as Alice: she is asked to authorize again.
+        calls = len(world.emulator.invite_calls)
+        prompts = len(world.emulator.ephemeral_messages)
+        await world.emulator.say(ALICE, TEAM, "/invite 123456789 @Bob")
+        await world.emulator.wait_for_ephemeral(prompts + 1, open_id=ALICE)
+        await world.runtime.inbox.wait_idle(10)
+        assert len(world.emulator.invite_calls) == calls
+    finally:
+        await world.close()
+
+
+async def test_a_logout_is_confirmed_only_after_calls_already_under_way_as_the_user(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        world.emulator.add_fault(Fault(route="invite", status=None, delay_seconds=1.0))
+        await world.emulator.say(ALICE, TEAM, "/invite 123456789 @Bob")
+        await asyncio.sleep(0.3)  # the invitation is on its way to Feishu
+        await world.emulator.say(ALICE, ALICE_DM, "/logout")
+        [logged_out] = await world.emulator.wait_for_messages(1, chat_id=ALICE_DM)
+        [call] = world.emulator.invite_calls
+        assert logged_out.create_time >= call.at * 1000  # "deleted" is said after the last act as Alice
+        await world.emulator.say(ALICE, TEAM, "/invite 123456789 @Carol")
+        await world.runtime.inbox.wait_idle(10)
+        assert len(world.emulator.invite_calls) == 1
+    finally:
+        await world.close()

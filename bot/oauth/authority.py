@@ -96,6 +96,37 @@ async def _as_user(call: Callable[[str], Awaitable[T]], access_token: str) -> T:
         raise
 
 
+# How long a /logout waits for calls already under way as that user before it goes ahead regardless.
+_LOGOUT_WAIT_SECONDS = 30.0
+
+
+class _Acting:
+    """The calls under way as one user, and whether a logout is waiting for them to end.
+
+    A logout is confirmed only once no call that read the user's token before it is still running (in
+    this process), and no call starts while it waits: afterwards every call reads the tombstone.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.open = asyncio.Event()
+        self.open.set()
+
+    @asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        await self.open.wait()
+        self.calls += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.calls -= 1
+            if self.calls == 0:
+                self.idle.set()
+
+
 class UserAuthority:
     def __init__(
         self,
@@ -115,6 +146,7 @@ class UserAuthority:
         self._sleep = sleep
         # Weak: a user's lock lives while someone holds or waits for it, not forever.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._acting: weakref.WeakValueDictionary[str, _Acting] = weakref.WeakValueDictionary()
         # Who holds a lease: unique per process, so a lease is never mistaken for one's own.
         self._owner = secrets.token_hex(8).encode()
 
@@ -127,8 +159,20 @@ class UserAuthority:
             return stored.token
         return await self.refresh(tenant_key, open_id, stale_access_token=stored.token.access_token)
 
+    def _acting_as(self, tenant_key: str, open_id: str) -> _Acting:
+        key = f"{tenant_key}/{open_id}"
+        acting = self._acting.get(key)
+        if acting is None:
+            acting = self._acting[key] = _Acting()
+        return acting
+
     async def call_as(self, tenant_key: str, open_id: str, call: Callable[[str], Awaitable[T]]) -> T:
         """Run `call(user_access_token)`; on an expired-token answer refresh once and retry once."""
+        acting = self._acting_as(tenant_key, open_id)
+        async with acting.call():
+            return await self._call_as(tenant_key, open_id, call)
+
+    async def _call_as(self, tenant_key: str, open_id: str, call: Callable[[str], Awaitable[T]]) -> T:
         token = await self.current(tenant_key, open_id)
         if token is None:
             raise AuthorizationRequired("not authorized")
@@ -143,11 +187,23 @@ class UserAuthority:
             return await _as_user(call, refreshed.access_token)
         except _TokenRefused:
             # Refused even fresh from a refresh: Feishu no longer honours this authorization.
-            await self._tokens.delete(tenant_key, open_id)
+            await self._tokens.forget(tenant_key, open_id, now=self._clock())
             raise AuthorizationRequired("token refused after refresh") from None
 
     async def forget(self, tenant_key: str, open_id: str) -> bool:
-        return await self._tokens.delete(tenant_key, open_id)
+        """/logout. Once this returns the bot acts as this user no more: calls already under way have
+        ended, and no refresh in flight can bring the token back (see TOMBSTONE)."""
+        acting = self._acting_as(tenant_key, open_id)
+        acting.open.clear()
+        try:
+            try:
+                async with asyncio.timeout(_LOGOUT_WAIT_SECONDS):
+                    await acting.idle.wait()
+            except TimeoutError:
+                log.warning("logout went ahead while a call as the user was still running", open_id=open_id)
+            return await self._tokens.forget(tenant_key, open_id, now=self._clock())
+        finally:
+            acting.open.set()
 
     async def refresh(self, tenant_key: str, open_id: str, *, stale_access_token: str) -> UserToken | None:
         """Replace `stale_access_token`, unless someone already did; None when the authorization is gone."""
@@ -164,7 +220,7 @@ class UserAuthority:
             if token.access_token != stale_access_token and token.access_valid(now, REFRESH_MARGIN_SECONDS):
                 return token  # refreshed meanwhile, by a coroutine or process that held the lock before us
             if not token.refreshable(now) or token.refresh_token is None:
-                await self._tokens.delete(tenant_key, open_id)
+                await self._tokens.forget(tenant_key, open_id, now=self._clock())
                 log.info("authorization expired; the user must authorize again", open_id=open_id)
                 return None
             # Shielded: once Feishu has rotated the pair, a cancelled caller (say, at shutdown) must
@@ -180,7 +236,7 @@ class UserAuthority:
             gone = error.code in AUTHORIZATION_GONE
             self._metrics.token_refreshes.labels("gone" if gone else "failed").inc()
             if gone:
-                await self._tokens.delete(token.tenant_key, token.open_id)
+                await self._tokens.forget(token.tenant_key, token.open_id, now=self._clock())
                 log.info("authorization revoked or used up", open_id=token.open_id, code=error.code)
                 return None
             raise
@@ -198,9 +254,12 @@ class UserAuthority:
             return fresh
         latest = await self._tokens.get(token.tenant_key, token.open_id, now=self._clock())
         if latest is None:
-            # The record vanished meanwhile; the pair in hand is the only valid one, so keep it.
-            await self._tokens.put(fresh, expected_version=None, now=self._clock())
-            return fresh
+            # Withdrawn meanwhile (/logout, or Feishu revoked it): the pair in hand is dropped, never
+            # written back, so the bot does not act as this user again until they authorize anew.
+            log.info(
+                "authorization withdrawn during a refresh; the new pair is dropped", open_id=token.open_id
+            )
+            return None
         # Someone wrote a newer authorization (the user signed in again): that one wins.
         log.warning("token record changed during a refresh; keeping the newer one", open_id=token.open_id)
         return latest.token

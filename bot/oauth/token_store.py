@@ -11,6 +11,12 @@ from bot.oauth.sealing import Sealer, SealError
 from bot.store import Store
 
 NAMESPACE = "user_token"
+# What a forgotten authorization leaves behind. A tombstone, not a deletion: the record's version keeps
+# counting, so a refresh that read the token before /logout fails its compare-and-set afterwards and
+# can never write the token back (a deleted row would restart at version 1 and might match again).
+TOMBSTONE = b"forgotten"
+# Far longer than any refresh can be in flight (its lease lasts 2 minutes).
+TOMBSTONE_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class UserTokenStore:
     async def get(self, tenant_key: str, open_id: str, *, now: float) -> Versioned | None:
         key = _key(tenant_key, open_id)
         stored = await self._store.get(NAMESPACE, key, now=now)
-        if stored is None:
+        if stored is None or stored.value == TOMBSTONE:
             return None
         try:
             token = UserToken.model_validate_json(
@@ -61,5 +67,10 @@ class UserTokenStore:
         sealed = self._sealer.seal(token.model_dump_json().encode(), context=f"{NAMESPACE}/{key}")
         await self._store.put(NAMESPACE, key, sealed, expires_at=token.usable_until())
 
-    async def delete(self, tenant_key: str, open_id: str) -> bool:
-        return await self._store.delete(NAMESPACE, _key(tenant_key, open_id))
+    async def forget(self, tenant_key: str, open_id: str, *, now: float) -> bool:
+        """Withdraw the user's authorization for good; True if there was one to withdraw."""
+        had = await self.get(tenant_key, open_id, now=now) is not None
+        await self._store.put(
+            NAMESPACE, _key(tenant_key, open_id), TOMBSTONE, expires_at=now + TOMBSTONE_SECONDS
+        )
+        return had
