@@ -15,6 +15,7 @@ from bot.feishu.events import EventEnvelope
 from bot.feishu.models import BotInfo
 from bot.feishu.webhook import WebhookSecrets, open_card_request
 from bot.inbox import Inbox
+from bot.listener import GUARD, ConnectionGuard
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
@@ -59,7 +60,9 @@ def create_app(
     api_retry: Retry | None = None,
 ) -> web.Application:
     """The bot as an aiohttp app. `start_workers=False` accepts events without handling them."""
-    app = web.Application(middlewares=[no_tracebacks], client_max_size=2 * 1024 * 1024)
+    guard = ConnectionGuard()
+    app = web.Application(middlewares=[guard.middleware, no_tracebacks], client_max_size=2 * 1024 * 1024)
+    app[GUARD] = guard
     metrics = Metrics()
 
     async def accept(envelope: EventEnvelope) -> bool:

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Sequence
 
 import structlog
-from aiohttp import web
 
 from bot.logs import configure_logging
 from config import Settings, SettingsError, load_settings
@@ -37,18 +36,17 @@ async def _wait_for_stop_signal() -> None:
 
 async def serve(settings: Settings) -> int:
     from bot.app import create_app
+    from bot.listener import raise_file_limit, start_listener
 
+    files = raise_file_limit()
     app = create_app(settings)
-    # shutdown_timeout: how long in-flight webhook requests may take once we stop listening.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, access_log=None)
     try:
-        await runner.setup()
+        # shutdown_timeout: how long in-flight webhook requests may take once we stop listening.
+        runner, _ = await start_listener(app, settings.bot_host, settings.bot_port, shutdown_timeout=5.0)
     except Exception as error:
         log.error("start-up failed", error=str(error))
-        await runner.cleanup()
         return 1
-    site = web.TCPSite(runner, settings.bot_host, settings.bot_port)
-    await site.start()
+    log.info("open-file limit", limit=files)
     log.info(
         "serving", address=f"http://{settings.bot_host}:{settings.bot_port}", events_path="/feishu/events"
     )

@@ -22,6 +22,9 @@ log = structlog.get_logger("bot.web")
 
 MAX_BODY_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
+# Feishu's bodies are a few KB sent at once; a megabyte over a slow link still fits. A body trickled
+# in a byte at a time holds a connection no longer than this.
+BODY_SECONDS = 10.0
 
 Accept = Callable[[EventEnvelope], Awaitable[bool]]
 # Whether to act on a click, and the toast to answer with (see handlers.clicks).
@@ -51,14 +54,19 @@ def _type_label(event_type: str) -> str:
 
 
 async def read_capped_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The raw body, refusing with 413 past `limit` without buffering more than that."""
+    """The raw body, refusing with 413 past `limit` without buffering more than that, and with 408 when
+    it does not arrive within BODY_SECONDS."""
     if request.content_length is not None and request.content_length > limit:
         raise Rejected(413, f"body larger than {limit} bytes")
     body = bytearray()
-    while chunk := await request.content.read(_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise Rejected(413, f"body larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            while chunk := await request.content.read(_CHUNK):
+                body += chunk
+                if len(body) > limit:
+                    raise Rejected(413, f"body larger than {limit} bytes")
+    except TimeoutError:
+        raise Rejected(408, f"body not received within {BODY_SECONDS:.0f} s") from None
     return bytes(body)
 
 

@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.emulator import Emulator, EmulatorConfig
 from bot.emulator.server import start_emulator
 from bot.feishu.client import Retry
+from bot.listener import start_listener
 from config import Settings
 
 ALICE = "ou_alice0000000000000000000000001"
@@ -101,11 +102,9 @@ class Harness:
             retry_base_seconds=0.02,
             api_retry=Retry(attempts=3, base_seconds=0.01, cap_seconds=0.05),
         )
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        # A fixed port across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.
-        site = web.TCPSite(runner, "127.0.0.1", self.settings.bot_port)
-        await site.start()
+        # The listener `invite-bot serve` uses, with its timeouts and connection limit. A fixed port
+        # across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.
+        runner, _ = await start_listener(self.app, "127.0.0.1", self.settings.bot_port, shutdown_timeout=1.0)
         self.bot_runner = runner
         self.bot_url = self.settings.bot_public_url
         self.emulator.webhook_url = f"{self.bot_url}/feishu/events"

@@ -73,3 +73,12 @@ def test_kubernetes_manifests_parse_with_probes_one_replica_and_known_settings()
 def test_systemd_unit_runs_serve() -> None:
     unit = (DEPLOY / "invite-bot.service").read_text()
     assert re.search(r"^ExecStart=\S*invite-bot serve$", unit, re.MULTILINE)
+
+
+def test_the_deploy_files_raise_the_open_file_limit() -> None:
+    unit = (DEPLOY / "invite-bot.service").read_text()
+    limit = re.search(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)
+    assert limit is not None
+    assert int(limit.group(1)) >= 65536
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert compose["services"]["invite-bot"]["ulimits"]["nofile"]["soft"] >= 65536

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bot.emulator import EmulatorConfig, Fault
 from bot.feishu.events import Mention, UserId
+from bot.listener import GUARD, ConnectionGuard, start_listener
 from handlers.invite_grammar import read_invite
 from tests.harness import (
     ALICE,
@@ -22,6 +24,7 @@ from tests.harness import (
     Harness,
     ManualClock,
     authorize,
+    free_port,
     invite,
     open_harness,
     open_world,
@@ -226,3 +229,70 @@ async def test_a_logout_is_confirmed_only_after_calls_already_under_way_as_the_u
         assert len(world.emulator.invite_calls) == 1
     finally:
         await world.close()
+
+
+# --- 4. a slow or stalled client holds nothing for long -----------------------------------------------
+
+
+async def stall(port: int, first_bytes: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(first_bytes)
+    await writer.drain()
+    return reader, writer
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server sent before closing the connection (TimeoutError if it never closes)."""
+    async with asyncio.timeout(seconds):
+        return await reader.read()
+
+
+async def test_stalled_connections_neither_starve_others_nor_stay_open(world: Harness) -> None:
+    port = world.settings.bot_port
+    half_headers = b"POST /feishu/events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+    held = [await stall(port, half_headers) for _ in range(300)]
+    trickled = await stall(
+        port, b"POST /feishu/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{"
+    )
+
+    async def trickle() -> None:
+        while True:
+            await asyncio.sleep(2)
+            trickled[1].write(b" ")
+
+    trickling = asyncio.create_task(trickle())
+    started = time.perf_counter()
+    try:
+        assert await healthz_seconds(world) < 1.0
+        answer = await closed_within(trickled[0], 30)
+        assert answer.startswith(b"HTTP/1.1 408")
+        for reader, _ in held:
+            await closed_within(reader, 30 - (time.perf_counter() - started))
+        assert time.perf_counter() - started < 30
+    finally:
+        trickling.cancel()
+        for _, writer in [*held, trickled]:
+            writer.close()
+
+
+async def test_past_the_connection_limit_idle_connections_make_room(tmp_path: Path) -> None:
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    guard = ConnectionGuard(max_connections=20)
+    app = web.Application(middlewares=[guard.middleware])
+    app[GUARD] = guard
+    app.router.add_get("/healthz", ok)
+    port = free_port()
+    runner, _ = await start_listener(app, "127.0.0.1", port)
+    try:
+        held = [await stall(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n") for _ in range(40)]
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as got:
+            assert got.status == 200
+        await asyncio.sleep(0.3)
+        closed = sum(reader.at_eof() for reader, _ in held)
+        assert closed >= 20  # the oldest idle ones, so that at most 20 are ever open
+        for _, writer in held:
+            writer.close()
+    finally:
+        await runner.cleanup()
