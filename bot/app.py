@@ -157,6 +157,7 @@ def create_app(
                 dedupe_ttl_seconds=settings.bot_dedupe_ttl_hours * 3600,
                 retry_base_seconds=retry_base_seconds,
                 clock=clock,
+                on_dead=router.on_dead,
             )
             app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
             if start_workers:

@@ -24,6 +24,8 @@ from bot.store import InboxItem, Store
 log = structlog.get_logger("bot.inbox")
 
 EventHandler = Callable[[EventEnvelope], Awaitable[None]]
+# Told when an event is given up on (with the reason), so that the person waiting can be told.
+DeadHandler = Callable[[EventEnvelope, str], Awaitable[None]]
 
 _HOUSEKEEPING_SECONDS = 60.0
 _MAX_ERROR_TEXT = 500
@@ -51,6 +53,7 @@ class Inbox:
         retry_base_seconds: float = 2.0,
         retry_cap_seconds: float = 300.0,
         clock: Clock = system_clock,
+        on_dead: DeadHandler | None = None,
     ) -> None:
         self._store = store
         self._handler = handler
@@ -61,6 +64,7 @@ class Inbox:
         self._retry_base = retry_base_seconds
         self._retry_cap = retry_cap_seconds
         self._clock = clock
+        self._on_dead = on_dead
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -204,10 +208,18 @@ class Inbox:
                 raise
             except Exception as error:
                 self._metrics.events_failed.labels(event_type).inc()
-                await self._after_failure(item, event_type, error)
+                await self._after_failure(item, envelope, error)
             else:
                 await self._bookkeep(self._store.complete_event, item.id)
                 self._metrics.events_handled.labels(event_type).inc()
+
+    async def _tell_dead(self, envelope: EventEnvelope, reason: str) -> None:
+        if self._on_dead is None:
+            return
+        try:
+            await self._on_dead(envelope, reason)
+        except Exception as error:  # telling is best effort; the event is parked either way
+            log.warning("could not tell anyone about a dead event", error=type(error).__name__)
 
     async def _bookkeep(self, write: Callable[..., Awaitable[None]], item_id: int, **fields: object) -> None:
         """Record an event's outcome, retrying a failing store for a while.
@@ -227,12 +239,13 @@ class Inbox:
                     return
                 await asyncio.sleep(0.1 * 2**attempt)
 
-    async def _after_failure(self, item: InboxItem, event_type: str, error: Exception) -> None:
+    async def _after_failure(self, item: InboxItem, envelope: EventEnvelope, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
         if isinstance(error, PermanentFailure) or item.attempts >= self._max_attempts:
             await self._bookkeep(self._store.bury_event, item.id, error=reason, now=self._clock())
-            self._metrics.events_dead.labels(event_type).inc()
+            self._metrics.events_dead.labels(envelope.event_type).inc()
             log.error("event dead", attempts=item.attempts, reason=reason)
+            await self._tell_dead(envelope, reason)
             return
         # Exponential backoff with jitter, so a failing dependency is not hammered in lockstep.
         delay = min(self._retry_cap, self._retry_base * 2 ** (item.attempts - 1))

@@ -7,6 +7,7 @@ atomically when clicked, so a double click acts once.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -33,6 +34,7 @@ class RetryFailed(BaseModel):
     meeting: Meeting
     outcomes: list[StoredOutcome]
     ceiling: int = 200
+    confirm_above: int = 10
 
     def failed_open_ids(self) -> list[str]:
         """Who to ring again: not those who may already be ringing (no answer, or an interrupted run)."""
@@ -58,6 +60,9 @@ class ConfirmInvite(BaseModel):
     # The other button on the same card, voided when this one is pressed (and the other way round).
     sibling: str = ""
     ceiling: int = 200
+    confirm_above: int = 10
+    # Rows the card already showed, when the confirmation came from "Invite more" on a result card.
+    prior: list[StoredOutcome] = []
 
 
 class CancelInvite(BaseModel):
@@ -68,6 +73,11 @@ class CancelInvite(BaseModel):
     sender_open_id: str
     count: int
     sibling: str = ""
+    # From "Invite more": Cancel puts the result card back as it was (meeting, rows, limits).
+    meeting: Meeting | None = None
+    prior: list[StoredOutcome] = []
+    ceiling: int = 200
+    confirm_above: int = 10
 
 
 class GiveMeeting(BaseModel):
@@ -95,6 +105,8 @@ class InviteMore(BaseModel):
     meeting: Meeting
     outcomes: list[StoredOutcome]
     ceiling: int
+    # Picking more than this many asks the clicker to confirm first, as a typed /invite does.
+    confirm_above: int = 10
 
 
 CardAction = Annotated[
@@ -103,7 +115,18 @@ CardAction = Annotated[
 _ACTION = TypeAdapter(CardAction)
 
 
+class _Kept(BaseModel):
+    """An action as stored: what it stands for, and which click (by event id) has claimed it."""
+
+    action: CardAction
+    claimed_by: str | None = None
+
+
 class CardActions:
+    """Buttons' actions in the store. A click claims its action for its own event: a retry of that event
+    (the inbox retries a click whose work failed) finds it still its own and carries on, while any other
+    click on the same button finds it taken. Only a click's end, good or bad, lets go of it."""
+
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
@@ -114,38 +137,78 @@ class CardActions:
 
     async def offer(self, action: CardAction, action_id: str | None = None) -> str:
         action_id = action_id or self.new_id()
-        await self.put_back(action_id, action)
+        expires_at = self._clock() + TTL_SECONDS
+        await self._store.put(
+            NAMESPACE, action_id, _Kept(action=action).model_dump_json().encode(), expires_at=expires_at
+        )
         return action_id
 
     async def peek(self, action_id: str) -> CardAction | None:
-        if not action_id or len(action_id) > MAX_ID_LENGTH:
-            return None
-        stored = await self._store.get(NAMESPACE, action_id, now=self._clock())
-        return None if stored is None else _parse(stored.value)
+        """The action behind a button, while no click has claimed it."""
+        kept = await self._read(action_id)
+        return None if kept is None or kept[0].claimed_by is not None else kept[0].action
 
-    async def take(self, action_id: str) -> tuple[CardAction, float] | None:
-        """The action and when it expires, removed so that nobody else can run it."""
-        if not action_id or len(action_id) > MAX_ID_LENGTH:
-            return None
-        stored = await self._store.take(NAMESPACE, action_id, now=self._clock())
-        action = None if stored is None else _parse(stored.value)
-        if action is None or stored is None:
-            return None
-        return action, stored.expires_at or self._clock() + TTL_SECONDS
+    async def claim(
+        self, action_id: str, claimant: str, allowed: Callable[[CardAction], bool] = lambda _: True
+    ) -> CardAction | None:
+        """The action, claimed for `claimant` (a click's event id); None if another click has it, it is
+        gone, or `allowed` says this clicker may not press it (then it is left as it was). Claiming again
+        for the same claimant succeeds: that is a retry of the same click."""
+        for _ in range(3):
+            kept = await self._read(action_id)
+            if kept is None or not allowed(kept[0].action):
+                return None
+            record, version, expires_at = kept
+            if record.claimed_by == claimant:
+                return record.action
+            if record.claimed_by is not None:
+                return None
+            claimed = _Kept(action=record.action, claimed_by=claimant)
+            if await self._write(action_id, claimed, version, expires_at):
+                return record.action
+        return None
+
+    async def release(self, action_id: str, claimant: str) -> None:
+        """Let go of a claim, keeping the first expiry: the button works again (nothing was done)."""
+        for _ in range(3):
+            kept = await self._read(action_id)
+            if kept is None or kept[0].claimed_by != claimant:
+                return
+            record, version, expires_at = kept
+            if await self._write(action_id, _Kept(action=record.action), version, expires_at):
+                return
 
     async def void(self, action_id: str) -> None:
-        """Make a button do nothing any more (its sibling was pressed)."""
+        """Make a button do nothing any more (it was used, or its sibling was pressed)."""
         if action_id:
             await self._store.delete(NAMESPACE, action_id)
 
-    async def put_back(self, action_id: str, action: CardAction, expires_at: float | None = None) -> None:
-        """Keep an action (again): a taken one keeps its first expiry, so clicks cannot prolong it."""
-        expiry = expires_at if expires_at is not None else self._clock() + TTL_SECONDS
-        await self._store.put(NAMESPACE, action_id, action.model_dump_json().encode(), expires_at=expiry)
+    async def _read(self, action_id: str) -> tuple[_Kept, int, float | None] | None:
+        if not action_id or len(action_id) > MAX_ID_LENGTH:
+            return None
+        stored = await self._store.get(NAMESPACE, action_id, now=self._clock())
+        if stored is None:
+            return None
+        kept = _parse(stored.value)
+        return None if kept is None else (kept, stored.version, stored.expires_at)
+
+    async def _write(self, action_id: str, kept: _Kept, version: int, expires_at: float | None) -> bool:
+        return await self._store.compare_and_set(
+            NAMESPACE,
+            action_id,
+            kept.model_dump_json().encode(),
+            expected_version=version,
+            expires_at=expires_at,
+            now=self._clock(),
+        )
 
 
-def _parse(raw: bytes) -> CardAction | None:
+def _parse(raw: bytes) -> _Kept | None:
     try:
-        return _ACTION.validate_json(raw)
+        return _Kept.model_validate_json(raw)
+    except ValidationError:
+        pass
+    try:  # kept before claims existed: a bare action, unclaimed
+        return _Kept(action=_ACTION.validate_json(raw))
     except ValidationError:
         return None

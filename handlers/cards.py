@@ -102,3 +102,15 @@ def card(
         "header": {"title": plain_text(title), "template": template},
         "body": {"elements": elements},
     }
+
+
+def ephemeral_notice(title: Text, body: Text, *, template: Template = "orange") -> Card:
+    """A JSON 1.0 card for `ephemeral/v1/send`, which takes no per-component i18n: both languages."""
+    return {
+        "config": {"wide_screen_mode": True},
+        "header": {
+            "template": template,
+            "title": {"tag": "plain_text", "content": f"{title.zh_cn} · {title.en_us}"},
+        },
+        "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": body.both()}}],
+    }

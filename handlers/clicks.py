@@ -13,15 +13,42 @@ import structlog
 
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import CardActionEvent, EventEnvelope, MalformedEvent, is_open_id, parse_card_action
-from bot.feishu.models import Meeting, MessagePatchRequest, MessageReplyRequest, card_content
+from bot.feishu.models import (
+    EphemeralSendRequest,
+    Meeting,
+    MessagePatchRequest,
+    MessageReplyRequest,
+    card_content,
+)
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
-from handlers.cards import Card
+from handlers.card_actions import (
+    CancelInvite,
+    CardAction,
+    ConfirmInvite,
+    GiveMeeting,
+    InviteMore,
+    RetryFailed,
+)
+from handlers.cards import Card, card, ephemeral_notice, markdown
 from handlers.context import CommandContext, IncomingMessage, Services, reply_uuid
 from handlers.i18n import Text
-from handlers.invite import InviteLimits, carry_out, offer_followups, proceed, send_invitations
-from handlers.invite_cards import MEETING_FIELD, PEOPLE_FIELD, Outcome, cancelled_card, result_card
+from handlers.invite import (
+    InviteLimits,
+    already_invited,
+    confirm_first,
+    invite_once,
+    offer_followups,
+    proceed,
+)
+from handlers.invite_cards import (
+    MEETING_FIELD,
+    PEOPLE_FIELD,
+    Outcome,
+    cancelled_card,
+    result_card,
+    too_many_card,
+)
 from handlers.invite_grammar import InviteRequest, meeting_number
 from handlers.invite_reasons import NEEDS_AUTHORIZATION
 
@@ -35,6 +62,16 @@ WORKING = Text("收到，正在重试未成功的邀请…", "Got it: retrying t
 ON_IT = Text("收到，处理中…", "Got it: working on it…")
 NOT_YOURS = Text("只有发起邀请的人可以操作。", "Only the person who asked can do this.")
 PICK_SOMEONE = Text("请先选择要邀请的人。", "Pick the people to invite first.")
+NOT_DONE = Text("没有完成", "Not done")
+CLICK_FAILED = Text(
+    "刚才的点击没有完成（暂时连不上飞书），什么都没有发出。按钮可以再用，请稍后再点一次。",
+    "Your click did not go through (Feishu could not be reached) and nothing was sent. "
+    "The button works again: press it once more in a little while.",
+)
+CLICK_SENT_NOT_SHOWN = Text(
+    "邀请已经发出，但我没能更新卡片。请在会议里查看谁已加入。",
+    "The invitations went out, but I could not update the card: check the meeting to see who joined.",
+)
 NO_NUMBER = Text("请填写 9 位会议号或会议链接。", "Fill in a 9-digit meeting number or a meeting link.")
 
 
@@ -92,39 +129,101 @@ def _given_meeting(event: CardActionEvent) -> str | None:
 
 
 async def on_click(services: Services, envelope: EventEnvelope) -> None:
+    """Carry out a click, once. The action is claimed for this click's event, so a retry of the event
+    (after a transient failure) carries on where the last attempt stopped, and any other click on the
+    same button does nothing. Invitations go through `invite_once`: a retry never rings anyone twice."""
     event = parse_card_action(envelope)
     action_id = _action_id(event)
     clicker = event.operator.open_id
-    peeked = await services.actions.peek(action_id)
-    if isinstance(peeked, ConfirmInvite | CancelInvite | GiveMeeting) and peeked.sender_open_id != clicker:
-        log.info("a button only its sender may press was pressed by someone else; ignored")
-        return  # looked at, never taken: the sender's own click still finds it
-    taken = await services.actions.take(action_id)
-    if taken is None:
-        log.info("click on a used or expired button; ignored")  # the second of a double click
-        return
-    action, expires_at = taken
-    if isinstance(action, CancelInvite):
-        await services.actions.void(action.sibling)
-        await _update_card(services, event, cancelled_card(action.count))
+
+    def may_press(action: CardAction) -> bool:
+        if isinstance(action, ConfirmInvite | CancelInvite | GiveMeeting):
+            return action.sender_open_id == clicker  # only the person who asked
+        return True
+
+    action = await services.actions.claim(action_id, envelope.event_id, may_press)
+    if action is None:
+        # The second of a double click, an expired button, or a sender-only button pressed by someone
+        # else (looked at, never claimed: the sender's own click still finds it).
+        log.info("click on a used, expired or someone else's button; ignored")
         return
     context = _context_of(services, envelope, event, action)
     try:
-        if await services.authority.current(action.tenant_key, clicker) is None:
-            raise AuthorizationRequired("not authorized")
-        if isinstance(action, ConfirmInvite):
-            await services.actions.void(action.sibling)
-            await _confirmed(context, event, action)
-        elif isinstance(action, GiveMeeting):
-            await _meeting_given(context, event, action)
-        elif isinstance(action, InviteMore):
-            await _invite_more(context, event, action)
+        if isinstance(action, CancelInvite):
+            await _cancelled(context, event, action)
         else:
-            await _retry_failed(context, event, action)
+            if await services.authority.current(action.tenant_key, clicker) is None:
+                raise AuthorizationRequired("not authorized")
+            await _act(context, event, action)
     except AuthorizationRequired as required:
-        # Nothing was sent for this click: keep its button (with its first expiry) for after authorizing.
-        await services.actions.put_back(action_id, action, expires_at)
+        # Nothing was sent for this click: let go of the button (first expiry kept) for after authorizing.
+        await services.actions.release(action_id, envelope.event_id)
         await ask_to_authorize(context, missing_scopes=required.missing_scopes)
+        return
+    await services.actions.void(action_id)  # done: its card now carries new buttons
+
+
+async def _act(context: CommandContext, event: CardActionEvent, action: CardAction) -> None:
+    if isinstance(action, ConfirmInvite):
+        await context.services.actions.void(action.sibling)
+        await _confirmed(context, event, action)
+    elif isinstance(action, GiveMeeting):
+        await _meeting_given(context, event, action)
+    elif isinstance(action, InviteMore):
+        await _invite_more(context, event, action)
+    elif isinstance(action, RetryFailed):
+        await _retry_failed(context, event, action)
+
+
+async def on_click_dead(services: Services, envelope: EventEnvelope, reason: str) -> None:
+    """A click whose work kept failing until the inbox gave up: tell the clicker, and give the button
+    back if nothing was sent (if invitations went out, pressing it again could ring people twice)."""
+    try:
+        event = parse_card_action(envelope)
+    except MalformedEvent:
+        return
+    action_id = _action_id(event)
+    context = _context_of(services, envelope, event, None)
+    sent = await already_invited(context)
+    if sent:
+        await services.actions.void(action_id)
+    else:
+        await services.actions.release(action_id, envelope.event_id)
+    log.warning("a click could not be carried out", reason=reason[:200], invitations_sent=sent)
+    note = CLICK_SENT_NOT_SHOWN if sent else CLICK_FAILED
+    try:
+        await _tell_clicker(context, event, note)
+    except FeishuApiError as error:
+        log.warning(
+            "could not tell the clicker that their click failed", code=error.code, log_id=error.log_id
+        )
+
+
+async def _tell_clicker(context: CommandContext, event: CardActionEvent, note: Text) -> None:
+    services, message = context.services, context.message
+    if message.chat_type == "group":
+        await services.client.send_ephemeral(
+            EphemeralSendRequest(
+                chat_id=message.chat_id,
+                open_id=event.operator.open_id,
+                card=ephemeral_notice(NOT_DONE, note, template="red"),
+            )
+        )
+    else:
+        failed = card(NOT_DONE, [markdown(note)], template="red")
+        await context.reply_card(failed, purpose=f"click-failed:{context.envelope.event_id}")
+
+
+async def _cancelled(context: CommandContext, event: CardActionEvent, action: CancelInvite) -> None:
+    await context.services.actions.void(action.sibling)
+    if action.meeting is None:
+        await _update_card(context.services, event, cancelled_card(action.count))
+        return
+    # From "Invite more": the result card comes back as it was, with fresh buttons.
+    rows = [stored.restore() for stored in action.prior]
+    await _show_result(
+        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
+    )
 
 
 async def _meeting_given(context: CommandContext, event: CardActionEvent, action: GiveMeeting) -> None:
@@ -143,10 +242,21 @@ async def _meeting_given(context: CommandContext, event: CardActionEvent, action
 
 async def _confirmed(context: CommandContext, event: CardActionEvent, action: ConfirmInvite) -> None:
     unknown = [stored.restore() for stored in action.unknown]
-    outcomes = await carry_out(context, action.meeting, action.people, unknown)
-    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
-    if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
+    added = await invite_once(context, action.meeting, action.people, unknown)
+    rows = _merged([stored.restore() for stored in action.prior], added)
+    await _show_result(
+        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
+    )
+    if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in added):
         await ask_to_authorize(context)
+
+
+def _merged(rows: list[Outcome], added: list[Outcome]) -> list[Outcome]:
+    """The card's rows with the new outcomes: a person already listed gets their new row in place."""
+    by_id = {outcome.open_id: outcome for outcome in added if outcome.open_id}
+    known = {row.open_id for row in rows}
+    merged = [by_id.get(row.open_id, row) if row.open_id else row for row in rows]
+    return merged + [outcome for outcome in added if not outcome.open_id or outcome.open_id not in known]
 
 
 async def _update_card(services: Services, event: CardActionEvent, card: Card) -> None:
@@ -155,6 +265,8 @@ async def _update_card(services: Services, event: CardActionEvent, card: Card) -
     try:
         await services.client.patch_message(message_id, MessagePatchRequest(content=card_content(card)))
     except FeishuApiError as error:
+        if error.transient:
+            raise  # a blip: the inbox retries the click, which sends nothing twice
         log.warning("card update refused; replying instead", code=error.code, log_id=error.log_id)
         await services.client.reply_message(
             message_id,
@@ -168,19 +280,15 @@ async def _update_card(services: Services, event: CardActionEvent, card: Card) -
 
 
 async def _retry_failed(context: CommandContext, event: CardActionEvent, action: RetryFailed) -> None:
-    retried = {
-        outcome.open_id: outcome
-        for outcome in await send_invitations(context, action.meeting, action.failed_open_ids())
-    }
-    outcomes = [
-        retried.get(stored.open_id, stored.restore()) if stored.open_id else stored.restore()
-        for stored in action.outcomes
-    ]
-    invited = sum(1 for outcome in retried.values() if outcome.invited)
+    retried = await invite_once(context, action.meeting, action.failed_open_ids(), [])
+    rows = _merged([stored.restore() for stored in action.outcomes], retried)
+    invited = sum(1 for outcome in retried if outcome.invited)
     log.info(
         "retried failed invitations", retried=len(retried), invited=invited, clicker=event.operator.open_id
     )
-    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
+    await _show_result(
+        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
+    )
 
 
 async def _invite_more(context: CommandContext, event: CardActionEvent, action: InviteMore) -> None:
@@ -188,37 +296,44 @@ async def _invite_more(context: CommandContext, event: CardActionEvent, action: 
     rows = [stored.restore() for stored in action.outcomes]
     already = {row.open_id for row in rows if row.invited}
     skip = {clicker, context.services.bot.open_id, *already}
-    people = [open_id for open_id in _picked_people(event) if open_id not in skip][: max(0, action.ceiling)]
-    added = {outcome.open_id: outcome for outcome in await send_invitations(context, action.meeting, people)}
-    known = {row.open_id for row in rows}
-    outcomes = [added.get(row.open_id, row) if row.open_id else row for row in rows]
-    outcomes += [outcome for open_id, outcome in added.items() if open_id not in known]
+    people = [open_id for open_id in _picked_people(event) if open_id not in skip]
+    limits = InviteLimits(action.ceiling, action.confirm_above)
+    if len(people) > limits.ceiling:
+        await _update_card(context.services, event, too_many_card(len(people), limits.ceiling))
+        return
+    if len(people) > limits.confirm_above and not await already_invited(context):
+        # As many as a typed /invite would have to confirm: the clicker confirms here too.
+        confirm = await confirm_first(context, action.meeting, people, [], limits, prior=rows)
+        await _update_card(context.services, event, confirm)
+        return
+    added = await invite_once(context, action.meeting, people, [])
     log.info("invited more from the card", added=len(added), clicker=clicker)
-    await _show_result(context, event, action.meeting, outcomes, action.ceiling)
+    await _show_result(context, event, action.meeting, _merged(rows, added), limits)
 
 
 async def _show_result(
-    context: CommandContext, event: CardActionEvent, meeting: Meeting, outcomes: list[Outcome], ceiling: int
+    context: CommandContext,
+    event: CardActionEvent,
+    meeting: Meeting,
+    outcomes: list[Outcome],
+    limits: InviteLimits,
 ) -> None:
-    retry, more = await offer_followups(context, meeting, outcomes, ceiling)
+    retry, more = await offer_followups(context, meeting, outcomes, limits)
     card = result_card(meeting, outcomes, retry_action=retry, more_action=more)
     await _update_card(context.services, event, card)
 
 
 def _context_of(
-    services: Services,
-    envelope: EventEnvelope,
-    event: CardActionEvent,
-    action: RetryFailed | ConfirmInvite | GiveMeeting | InviteMore,
+    services: Services, envelope: EventEnvelope, event: CardActionEvent, action: CardAction | None
 ) -> CommandContext:
     """The click as a command by the clicker, in the card's chat (for prompts and invitations)."""
     message = IncomingMessage(
         message_id=event.context.open_message_id,
-        chat_id=action.chat_id,
-        chat_type=action.chat_type,
+        chat_id=action.chat_id if action is not None else event.context.open_chat_id,
+        chat_type=action.chat_type if action is not None else "group",
         thread_id=None,
         sender_open_id=event.operator.open_id,
-        tenant_key=action.tenant_key,
+        tenant_key=action.tenant_key if action is not None else envelope.tenant_key,
         text="",
         mentions=(),
         mentioned_bot=False,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from bot.clock import Clock
 from bot.feishu.client import FeishuClient
-from bot.feishu.events import EventEnvelope, Mention
+from bot.feishu.events import MESSAGE_RECEIVE, EventEnvelope, Mention
 from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_content
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
@@ -65,6 +65,14 @@ class CommandContext:
     # The command word as typed ("/help"), and the rest of the text after it.
     word: str
     args: str
+
+    @property
+    def run_key(self) -> str:
+        """What makes a retried run of this command or click the same run: the message (Feishu may
+        deliver one message under two event ids) or, for a click, its event."""
+        if self.envelope.event_type == MESSAGE_RECEIVE:
+            return self.message.message_id
+        return "event:" + self.envelope.event_id
 
     async def reply_card(self, card: Card, *, purpose: str = "reply") -> Message:
         request = MessageReplyRequest(

@@ -13,7 +13,7 @@ from bot.feishu.errors import UNAVAILABLE as UNAVAILABLE_CODE
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import is_open_id
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
-from bot.oauth.authority import AuthorizationRequired
+from bot.oauth.authority import AuthorizationRequired, TokenUnavailable
 from handlers.account import ask_to_authorize
 from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
 from handlers.cards import Card
@@ -98,15 +98,6 @@ def invite_command(ceiling: int, confirm_above: int) -> Command:
 
 async def _invite(context: CommandContext, limits: InviteLimits) -> None:
     services, message = context.services, context.message
-    kept = await _kept(context)
-    if kept is not None:
-        # Run before (a retry after a failed reply, or a restart part-way): answer, never invite again.
-        log.info("command already carried out; answering from its record")
-        outcomes = [outcome.restore() for outcome in kept.outcomes]
-        await context.reply_card(
-            result_card(kept.meeting, outcomes, retry_action=kept.retry_action, more_action=kept.more_action)
-        )
-        return
     request = read_invite(
         context.args,
         message.mentions,
@@ -129,6 +120,8 @@ async def proceed(
 
     `respond` shows a card: a reply to the command, or an update of the card that was clicked.
     """
+    if await _answer_from_record(context, respond):
+        return
     try:
         meeting = await _find_meeting(context, request)
     except FeishuApiError as error:
@@ -150,18 +143,51 @@ async def proceed(
         await respond(too_many_card(len(people), limits.ceiling))
         return
     if len(people) > limits.confirm_above:
-        await respond(await _confirmation(context, meeting, people, unknown, limits))
+        await respond(await confirm_first(context, meeting, people, unknown, limits))
         return
-    # Recorded before the first call: if this process dies while inviting, a rerun must not ring
-    # anyone again, so it reports them as "may have been invited" instead.
-    interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
-    await _keep(context, meeting, [*interrupted, *unknown])
-    outcomes = await carry_out(context, meeting, people, unknown)
-    retry_action, more_action = await offer_followups(context, meeting, outcomes, limits.ceiling)
+    outcomes = await invite_once(context, meeting, people, unknown)
+    retry_action, more_action = await offer_followups(context, meeting, outcomes, limits)
     await _keep(context, meeting, outcomes, retry_action, more_action)
     await respond(result_card(meeting, outcomes, retry_action=retry_action, more_action=more_action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
+
+
+async def _answer_from_record(context: CommandContext, respond: Respond) -> bool:
+    """Run before (a retry after a failed reply, or a restart part-way): answer, never invite again."""
+    kept = await _kept(context)
+    if kept is None or (kept.retry_action is None and kept.more_action is None):
+        return False
+    log.info("command already carried out; answering from its record")
+    outcomes = [outcome.restore() for outcome in kept.outcomes]
+    await respond(
+        result_card(kept.meeting, outcomes, retry_action=kept.retry_action, more_action=kept.more_action)
+    )
+    return True
+
+
+async def already_invited(context: CommandContext) -> bool:
+    """Whether this run (`context.run_key`) has begun sending invitations."""
+    return await _kept(context) is not None
+
+
+async def invite_once(
+    context: CommandContext, meeting: Meeting, people: Sequence[str], unknown: Sequence[Outcome]
+) -> list[Outcome]:
+    """Invite as the context's sender, at most once per run (`context.run_key`), and return every outcome.
+
+    The record is written before the first call: if this process dies while inviting, or the run fails
+    after the calls and is retried, nobody is rung again; those who may have been are reported so.
+    """
+    kept = await _kept(context)
+    if kept is not None:
+        log.info("invitations already sent in an earlier attempt; not sending them again")
+        return [outcome.restore() for outcome in kept.outcomes]
+    interrupted = [Outcome(open_id=open_id, invited=False, reason=INTERRUPTED) for open_id in people]
+    await _keep(context, meeting, [*interrupted, *unknown])
+    outcomes = await carry_out(context, meeting, people, unknown)
+    await _keep(context, meeting, outcomes)
+    return outcomes
 
 
 async def _meeting_form(context: CommandContext, request: InviteRequest, limits: InviteLimits) -> Card:
@@ -195,31 +221,42 @@ async def carry_out(
     return outcomes
 
 
-async def _confirmation(
+async def confirm_first(
     context: CommandContext,
     meeting: Meeting,
     people: Sequence[str],
     unknown: Sequence[Outcome],
     limits: InviteLimits,
+    prior: Sequence[Outcome] = (),
 ) -> Card:
-    """A card asking the sender to confirm a big invite; its buttons carry only action ids."""
+    """A card asking the sender to confirm a big invite; its buttons carry only action ids.
+
+    `prior`: the rows of the result card the request came from ("Invite more"), kept for the result
+    after Confirm and put back by Cancel.
+    """
     actions, message = context.services.actions, context.message
     confirm_id, cancel_id = actions.new_id(), actions.new_id()
-    common = {"tenant_key": message.tenant_key, "chat_id": message.chat_id, "chat_type": message.chat_type}
+    common = {
+        "tenant_key": message.tenant_key,
+        "chat_id": message.chat_id,
+        "chat_type": message.chat_type,
+        "sender_open_id": message.sender_open_id,
+        "ceiling": limits.ceiling,
+        "confirm_above": limits.confirm_above,
+        "prior": [StoredOutcome.of(outcome) for outcome in prior],
+    }
     await actions.offer(
         ConfirmInvite(
             **common,
-            sender_open_id=message.sender_open_id,
             meeting=meeting,
             people=list(people),
             unknown=[StoredOutcome.of(outcome) for outcome in unknown],
             sibling=cancel_id,
-            ceiling=limits.ceiling,
         ),
         confirm_id,
     )
     await actions.offer(
-        CancelInvite(**common, sender_open_id=message.sender_open_id, count=len(people), sibling=confirm_id),
+        CancelInvite(**common, count=len(people), sibling=confirm_id, meeting=meeting if prior else None),
         cancel_id,
     )
     return confirm_card(meeting, len(people), message.sender_open_id, confirm_id, cancel_id)
@@ -240,21 +277,19 @@ async def _keep(
     )
     await context.services.store.put(
         DONE_NAMESPACE,
-        context.message.message_id,
+        context.run_key,
         record.model_dump_json().encode(),
         expires_at=context.services.clock() + DONE_TTL_SECONDS,
     )
 
 
 async def _kept(context: CommandContext) -> _Done | None:
-    stored = await context.services.store.get(
-        DONE_NAMESPACE, context.message.message_id, now=context.services.clock()
-    )
+    stored = await context.services.store.get(DONE_NAMESPACE, context.run_key, now=context.services.clock())
     return None if stored is None else _Done.model_validate_json(stored.value)
 
 
 class _Done(BaseModel):
-    """An /invite already carried out, by the message that asked for it."""
+    """Invitations already sent by one run (an /invite, or a click), and the buttons its card got."""
 
     meeting: Meeting
     outcomes: list[StoredOutcome]
@@ -263,18 +298,24 @@ class _Done(BaseModel):
 
 
 async def offer_followups(
-    context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], ceiling: int
+    context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], limits: InviteLimits
 ) -> tuple[str | None, str]:
     """The ids of a result card's buttons: "retry failed" (when someone failed who may safely be rung
     again) and "invite more" (always)."""
     message = context.message
     stored = [StoredOutcome.of(outcome) for outcome in outcomes]
-    common = {"tenant_key": message.tenant_key, "chat_id": message.chat_id, "chat_type": message.chat_type}
-    retry = RetryFailed(**common, meeting=meeting, outcomes=stored, ceiling=ceiling)
+    common = {
+        "tenant_key": message.tenant_key,
+        "chat_id": message.chat_id,
+        "chat_type": message.chat_type,
+        "meeting": meeting,
+        "outcomes": stored,
+        "ceiling": limits.ceiling,
+        "confirm_above": limits.confirm_above,
+    }
+    retry = RetryFailed(**common)
     retry_id = await context.services.actions.offer(retry) if retry.failed_open_ids() else None
-    more_id = await context.services.actions.offer(
-        InviteMore(**common, meeting=meeting, outcomes=stored, ceiling=ceiling)
-    )
+    more_id = await context.services.actions.offer(InviteMore(**common))
     return retry_id, more_id
 
 
@@ -362,6 +403,8 @@ async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[s
         )
     except AuthorizationRequired:
         return everyone(NEEDS_AUTHORIZATION)  # refused before anything was sent
+    except TokenUnavailable as error:
+        return everyone(reason_for(error.code, error.log_id), error.code)  # not sent: safe to retry
     except FeishuApiError as error:
         if error.code == UNAVAILABLE_CODE:
             return everyone(UNCERTAIN)  # no answer at all: the invitation may have gone through

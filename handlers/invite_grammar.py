@@ -14,9 +14,10 @@ from bot.feishu.events import Mention, is_open_id
 
 # Feishu's placeholders for mentions in message text: `@_user_1`, `@_user_2`, ... and `@_all`.
 _PLACEHOLDER = re.compile(r"@_user_\d+")
-# Feishu turns an @all into the `@_all` placeholder; a typed "@all" counts too, but never inside an
-# address such as ops@all.example.com.
-_ALL = re.compile(r"(?<![\w.+-])(?:@_all|@all|@所有人)(?![\w.@-])", re.IGNORECASE)
+# Feishu turns a real @all (one the group's own rule let the sender make) into the `@_all` placeholder.
+# Text typed as "@all" or "@所有人" is not that mention and must not bypass the rule; neither is a
+# placeholder-looking run inside an address such as ops@_all.example.com.
+_ALL = re.compile(r"(?<![\w.+-])@_all(?![\w.@-])")
 _LINK = re.compile(r"https?://vc\.(?:feishu\.cn|larksuite\.com)/j/(\d{9})(?!\d)", re.IGNORECASE)
 # Nine digits, optionally grouped 3-3-3 by spaces or dashes; not part of a longer number.
 # Not glued to letters either: a doc link's `AbC123456789Def` is not a meeting.

@@ -31,6 +31,9 @@ def message_text(message_type: str, content: str) -> str | None:
     return None
 
 
+_POST_AT_ALL = frozenset({"all", "all_members", "@_all"})
+
+
 def _post_text(body: dict[str, Any]) -> str | None:
     # Received posts carry {"title", "content"} directly; tolerate the send-side language wrapper too.
     if "content" not in body:
@@ -59,7 +62,10 @@ def _post_text(body: dict[str, Any]) -> str | None:
                     f" {label if isinstance(label, str) else ''} {href if isinstance(href, str) else ''} "
                 )
             elif tag == "at" and isinstance(node.get("user_id"), str):
-                parts.append(f" {node['user_id']} ")
+                # A post's @all is an at-node whose user_id is "all" (the SDKs also see "all_members"
+                # and "@_all"), usually without a mentions[] entry: read it as the text placeholder.
+                user_id = node["user_id"]
+                parts.append(" @_all " if user_id in _POST_AT_ALL else f" {user_id} ")
         lines.append("".join(parts))
     return "\n".join(lines)
 

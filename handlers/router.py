@@ -15,7 +15,7 @@ from bot.feishu.events import (
 )
 from bot.oauth.records import AuthorizationGranted
 from handlers.account import login_command, logout_command, show_authorized
-from handlers.clicks import on_click
+from handlers.clicks import on_click, on_click_dead
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, too_long_card, unknown_command_card
@@ -51,6 +51,15 @@ class Router:
                 log.error("card action unreadable; dropped", problem=str(error))
         else:
             log.info("event type not handled; ignored")
+
+    async def on_dead(self, envelope: EventEnvelope, reason: str) -> None:
+        """The inbox gave up on an event. A click is the one thing nobody will send again: say so."""
+        if envelope.event_type == CARD_ACTION_TRIGGER:
+            await on_click_dead(self._services, envelope, reason)
+        elif envelope.event_type == AUTHORIZATION_GRANTED:
+            pending = AuthorizationGranted.model_validate(envelope.event).pending
+            if pending is not None and pending.event_type == CARD_ACTION_TRIGGER:
+                await on_click_dead(self._services, pending, reason)
 
     async def _on_authorization_granted(self, envelope: EventEnvelope) -> None:
         try:

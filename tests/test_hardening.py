@@ -13,13 +13,16 @@ import pytest
 from aiohttp import web
 
 from bot.emulator import EmulatorConfig, Fault
+from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from bot.feishu.events import Mention, UserId
 from bot.listener import GUARD, ConnectionGuard, start_listener
 from handlers.invite_grammar import read_invite
 from tests.harness import (
     ALICE,
     ALICE_DM,
+    BOB,
     CAROL,
+    ROOM,
     TEAM,
     Harness,
     ManualClock,
@@ -296,3 +299,126 @@ async def test_past_the_connection_limit_idle_connections_make_room(tmp_path: Pa
             writer.close()
     finally:
         await runner.cleanup()
+
+
+# --- 5. a click ends in its effect, or in a message saying it failed ----------------------------------
+
+
+async def card_with_a_failure(world: Harness) -> tuple[str, dict[str, object]]:
+    """Alice invites Bob and Carol while Carol is in another call; the card and its Retry button."""
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+    await invite(world, "/invite 123456789 @Bob @Carol")
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
+    message = world.emulator.messages[-1]
+    [button] = [b for b in world.emulator.card_buttons(message.message_id) if "Retry" in json.dumps(b)]
+    assert isinstance(button["value"], dict)
+    return message.message_id, button["value"]
+
+
+def rung(world: Harness, open_id: str) -> int:
+    return sum(call.invitee_ids.count(open_id) for call in world.emulator.invite_calls)
+
+
+async def test_a_click_survives_a_flaky_token_endpoint(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        message_id, retry = await card_with_a_failure(world)
+        assert isinstance(world.clock, ManualClock)
+        world.clock.advance(7200 - 60)  # the click has to refresh Alice's token first
+        world.emulator.add_fault(Fault(route="user_token", status=500, code=20050, times=3))
+        result = await world.emulator.click(ALICE, message_id, retry)
+        assert result.ok, result.error
+        card = await updated_card(world, message_id, within=15)
+        assert "Invited 2" in card
+        assert rung(world, CAROL) == 2  # once in the command (busy), once by the click
+    finally:
+        await world.close()
+
+
+async def test_a_click_that_cannot_be_done_says_so_and_gives_the_button_back(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        message_id, retry = await card_with_a_failure(world)
+        assert isinstance(world.clock, ManualClock)
+        world.clock.advance(7200 - 60)
+        world.emulator.add_fault(Fault(route="user_token", status=500, code=20050, times=1000))
+        prompts = len(world.emulator.ephemeral_messages)
+        assert (await world.emulator.click(ALICE, message_id, retry)).ok
+        notes = await world.emulator.wait_for_ephemeral(prompts + 1, open_id=ALICE, timeout=30)
+        assert "did not go through" in json.dumps(notes[-1].card)
+        assert rung(world, CAROL) == 1
+        world.emulator.clear_faults()
+        again = await world.emulator.click(ALICE, message_id, retry)
+        assert again.ok, again.error
+        assert again.toast is not None
+        assert again.toast["type"] == "info"  # the button works again, not "expired"
+        assert "Invited 2" in await updated_card(world, message_id, within=10)
+    finally:
+        await world.close()
+
+
+async def test_a_retried_click_never_rings_anyone_twice(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        message_id, retry = await card_with_a_failure(world)
+        # The card update fails after the invitations went out; the inbox retries the click.
+        world.emulator.add_fault(Fault(route="update", status=500, times=2))
+        assert (await world.emulator.click(ALICE, message_id, retry)).ok
+        assert "Invited 2" in await updated_card(world, message_id, within=15)
+        assert rung(world, CAROL) == 2
+    finally:
+        await world.close()
+
+
+# --- 9. the group's own rules stand -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["@all", "@所有人", "@ALL"])
+async def test_typed_all_is_not_the_real_mention(tmp_path: Path, typed: str) -> None:
+    # Only the group's owner may @all here: what Alice types is text, and must not invite the chat.
+    config = EmulatorConfig()
+    chats = tuple(
+        chat.model_copy(update={"at_all_permission": "only_owner", "owner_id": BOB}) for chat in config.chats
+    )
+    world = await open_world(tmp_path, config.model_copy(update={"chats": chats}))
+    try:
+        card = await invite(world, f"/invite 123456789 {typed}")
+        assert "Whom should I invite?" in json.dumps(card, ensure_ascii=False)
+        assert world.emulator.invite_calls == []
+    finally:
+        await world.close()
+
+
+async def test_the_real_all_mention_in_a_post_invites_the_chat(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        card = await invite(world, "/invite 123456789 @all", message_type="post")
+        assert "Invited" in json.dumps(card, ensure_ascii=False)
+        assert world.emulator.invite_calls
+    finally:
+        await world.close()
+
+
+async def test_invite_more_above_the_threshold_asks_the_clicker_to_confirm(tmp_path: Path) -> None:
+    config = EmulatorConfig().with_generated_users(12, chat_id=ROOM, chat_name="Crowd")
+    world = await open_world(tmp_path, config)
+    try:
+        await invite(world, "/invite 123456789 @Bob", chat=ROOM)
+        message_id = world.emulator.messages[-1].message_id
+        [form] = [b for b in world.emulator.card_buttons(message_id) if "Invite more" in str(b)]
+        picked = [generated_open_id(n) for n in range(12)]
+        result = await world.emulator.click(ALICE, message_id, form["value"], form_value={"people": picked})
+        assert result.ok, result.error
+        asked = await updated_card(world, message_id)
+        assert "Invite 12 people?" in asked
+        await world.runtime.inbox.wait_idle(5)
+        assert len(world.emulator.invite_calls) == 1  # only the command's own call, for Bob
+        buttons = world.emulator.card_buttons(message_id)
+        [confirm] = [b["value"] for b in buttons if "Confirm" in json.dumps(b)]
+        by_alice = await world.emulator.click(ALICE, message_id, confirm)
+        assert by_alice.ok, by_alice.error
+        done = await updated_card(world, message_id, count=2)
+        assert "Invited 13" in done  # Bob from the command, and the twelve
+        assert all(rung(world, open_id) == 1 for open_id in picked)
+    finally:
+        await world.close()

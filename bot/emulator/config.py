@@ -38,6 +38,13 @@ class DirectoryChat(BaseModel):
     chat_type: Literal["group", "p2p"] = "group"
     members: tuple[str, ...] = ()
     bot_is_member: bool = True
+    # The group's rule on who may @all (the chat API's `at_all_permission`); with "only_owner" anyone
+    # else finds no @所有人 in the client's picker, so what they type stays plain text.
+    owner_id: str = ""
+    at_all_permission: Literal["all_members", "only_owner"] = "all_members"
+
+    def may_mention_all(self, open_id: str) -> bool:
+        return self.at_all_permission == "all_members" or open_id == self.owner_id
 
 
 class DirectoryMeeting(BaseModel):

@@ -276,7 +276,10 @@ class Pusher:
             mentions.append(who.open_id)
             return f"@_user_{len(mentions)}"
 
-        body = _AT_WORD.sub(to_placeholder, _ALL_WORD.sub("@_all", text))
+        # "@all" is a mention only where the group lets the sender make one; elsewhere it is just text.
+        may_mention_all = chat is None or chat.may_mention_all(sender_open_id)
+        body = _ALL_WORD.sub("@_all", text) if may_mention_all else text
+        body = _AT_WORD.sub(to_placeholder, body)
         body = _URL.sub(lambda match: f"[{match.group(0)}]({match.group(0)})", body)
         if mention_bot and chat_type == "group" and self._config.bot_open_id not in mentions:
             # Typing "@Bot" first is how a group message reaches a bot; keep placeholder numbers in order.

@@ -81,6 +81,16 @@ def token_from_response(
     )
 
 
+class TokenUnavailable(FeishuApiError):
+    """No usable token could be had just now (the token endpoint failed): the call was never sent."""
+
+    @classmethod
+    def of(cls, error: FeishuApiError) -> TokenUnavailable:
+        return cls(
+            error.code, error.msg, log_id=error.log_id, http_status=error.http_status, endpoint=error.endpoint
+        )
+
+
 class _TokenRefused(Exception):
     """Feishu answered 99991668 or 99991677: this access token is not (or no longer) accepted."""
 
@@ -173,14 +183,20 @@ class UserAuthority:
             return await self._call_as(tenant_key, open_id, call)
 
     async def _call_as(self, tenant_key: str, open_id: str, call: Callable[[str], Awaitable[T]]) -> T:
-        token = await self.current(tenant_key, open_id)
+        try:
+            token = await self.current(tenant_key, open_id)
+        except FeishuApiError as error:
+            raise TokenUnavailable.of(error) from None
         if token is None:
             raise AuthorizationRequired("not authorized")
         try:
             return await _as_user(call, token.access_token)
         except _TokenRefused:
             pass
-        refreshed = await self.refresh(tenant_key, open_id, stale_access_token=token.access_token)
+        try:
+            refreshed = await self.refresh(tenant_key, open_id, stale_access_token=token.access_token)
+        except FeishuApiError as error:
+            raise TokenUnavailable.of(error) from None
         if refreshed is None:
             raise AuthorizationRequired("authorization ended")
         try:
