@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -188,8 +189,10 @@ class OAuthCallback:
             try:
                 await self._accept(outcome.resume)
             except Exception as error:
-                # The authorization is stored; only the automatic resume is lost. Say so in the log.
+                # The authorization is stored; only the automatic resume is lost. The page must then
+                # ask for the command again instead of promising that it continues by itself.
                 log.error("could not queue the resumed command", error=type(error).__name__)
+                outcome = replace(outcome, kind="authorized_not_resumed", resume=None)
         return web.Response(
             text=render(outcome),
             status=outcome.status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import structlog
@@ -33,17 +34,22 @@ async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str
     state, url = await services.flow.begin(
         message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
     )
-    prompt = await _deliver_privately(context, url, missing_scopes)
+    # Each prompt is its own answer: a second one about the same message (another scope needed, or a
+    # second person clicking the same card) must not share the first one's uuid, or Feishu drops it.
+    purpose = f"authorize:{message.sender_open_id}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
+    prompt = await _deliver_privately(context, url, missing_scopes, purpose)
     await services.flow.attach_prompt(state, prompt)
     services.metrics.authorization_prompts.labels(prompt.kind).inc()
     log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind)
 
 
-async def _deliver_privately(context: CommandContext, url: str, missing_scopes: tuple[str, ...]) -> Prompt:
+async def _deliver_privately(
+    context: CommandContext, url: str, missing_scopes: tuple[str, ...], purpose: str
+) -> Prompt:
     """Ephemeral card in a group, else a direct message, else (only then) a public reply."""
     client, message = context.services.client, context.message
     if message.chat_type == "p2p":
-        sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose="authorize")
+        sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose=purpose)
         return Prompt(chat_id=sent.chat_id or message.chat_id, message_id=sent.message_id, kind="direct")
     try:
         ephemeral_id = await client.send_ephemeral(
@@ -65,7 +71,7 @@ async def _deliver_privately(context: CommandContext, url: str, missing_scopes: 
                 receive_id=message.sender_open_id,
                 msg_type="interactive",
                 content=card_content(prompt_card(url, missing_scopes=missing_scopes)),
-                uuid=reply_uuid(message.message_id, "authorize-dm"),
+                uuid=reply_uuid(message.message_id, f"{purpose}:dm"),
             ),
         )
         return Prompt(chat_id=sent.chat_id, message_id=sent.message_id, kind="direct")
@@ -73,7 +79,7 @@ async def _deliver_privately(context: CommandContext, url: str, missing_scopes: 
         if error.transient:
             raise
         log.info("direct prompt refused; asking in the chat", code=error.code, log_id=error.log_id)
-    sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose="authorize")
+    sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose=purpose)
     return Prompt(chat_id=message.chat_id, message_id=sent.message_id, kind="public")
 
 

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import aiohttp
 import pytest
@@ -27,10 +28,13 @@ from tests.harness import (
     Harness,
     ManualClock,
     authorize,
+    browse,
+    ephemeral_prompt,
     free_port,
     invite,
     open_harness,
     open_world,
+    prompt_url,
     updated_card,
 )
 
@@ -420,5 +424,72 @@ async def test_invite_more_above_the_threshold_asks_the_clicker_to_confirm(tmp_p
         done = await updated_card(world, message_id, count=2)
         assert "Invited 13" in done  # Bob from the command, and the twelve
         assert all(rung(world, open_id) == 1 for open_id in picked)
+    finally:
+        await world.close()
+
+
+# --- 6. a link is spent only by its owner's successful sign-in ----------------------------------------
+
+
+@pytest.mark.parametrize("spoiler", ["error=access_denied", "code=junk-code-from-a-stranger", "code="])
+async def test_a_stranger_with_the_link_cannot_spend_it(tmp_path: Path, spoiler: str) -> None:
+    world = await open_harness(tmp_path, clock=ManualClock())
+    try:
+        await world.start_bot()
+        await world.emulator.say(ALICE, TEAM, "/login")
+        link = await ephemeral_prompt(world, ALICE)
+        [state] = parse_qs(urlsplit(link).query)["state"]
+        status, _ = await browse(f"{world.bot_url}/oauth/callback?state={quote(state)}&{spoiler}")
+        assert 400 <= status < 500
+        # Alice's own sign-in still goes through, and what waited for it runs.
+        status, page = await browse(world.emulator.authorize(link, as_user=ALICE))
+        assert status == 200, page
+        await world.emulator.wait_for_messages(1, chat_id=TEAM)
+        assert await world.runtime.authority.current(world.emulator.config.tenant_key, ALICE) is not None
+    finally:
+        await world.close()
+
+
+# --- 7. every prompt reaches the person it is for -----------------------------------------------------
+
+
+async def test_two_people_prompted_about_the_same_card_both_get_their_prompt(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        message_id, retry = await card_with_a_failure(world)
+        # No ephemeral cards and no direct messages here: prompts are replies to the card's message.
+        world.emulator.add_fault(Fault(route="ephemeral", status=400, code=230002, times=2))
+        world.emulator.add_fault(Fault(route="send", status=400, code=230013, times=2))
+        before = len(world.emulator.messages)
+        for clicker in (BOB, CAROL):
+            assert (await world.emulator.click(clicker, message_id, retry)).ok
+        replies = await world.emulator.wait_for_messages(before + 2, chat_id=TEAM, timeout=10)
+        prompts = [json.dumps(reply.content) for reply in replies[before:]]
+        assert all("Authorize" in prompt for prompt in prompts)
+        assert len({prompt_url(reply.content) for reply in replies[before:]}) == 2
+    finally:
+        await world.close()
+
+
+# --- 10. configuration: the page says what really happens ---------------------------------------------
+
+
+async def test_the_page_does_not_promise_a_resume_that_could_not_be_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = await open_harness(tmp_path, clock=ManualClock())
+    try:
+        await world.start_bot()
+        await world.emulator.say(ALICE, TEAM, "/invite 123456789 @Bob")
+        link = await ephemeral_prompt(world, ALICE)
+
+        async def refuse(envelope: object) -> bool:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(world.runtime.inbox, "accept", refuse)  # the resumed command finds no room
+        status, page = await browse(world.emulator.authorize(link, as_user=ALICE))
+        assert status == 200
+        assert "continues by itself" not in page
+        assert "send it once more" in page
     finally:
         await world.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -32,12 +32,23 @@ log = structlog.get_logger("bot.oauth")
 
 STATE_NAMESPACE = "oauth_state"
 STATE_TTL_SECONDS = 600.0
+# Authorization codes already handed to Feishu (hashed): a code is exchanged once, by one process,
+# however many times the browser (or anyone holding the URL) replays the callback.
+CODE_NAMESPACE = "oauth_code"
 PROMPT_NAMESPACE = "oauth_prompt"
 PROMPT_TTL_SECONDS = 24 * 3600.0
 AUTHORIZE_PATH = "/open-apis/authen/v1/authorize"
 
+# "authorized_not_resumed": the authorization is stored but the waiting command could not be queued.
 OutcomeKind = Literal[
-    "authorized", "denied", "unknown_state", "wrong_user", "exchange_failed", "bad_request", "unavailable"
+    "authorized",
+    "authorized_not_resumed",
+    "denied",
+    "unknown_state",
+    "wrong_user",
+    "exchange_failed",
+    "bad_request",
+    "unavailable",
 ]
 
 
@@ -143,23 +154,43 @@ class AuthorizationFlow:
     async def complete(self, *, state: str | None, code: str | None, error: str | None) -> CallbackOutcome:
         if not state or len(state) > 200:
             return CallbackOutcome("bad_request", 400)
-        taken = await self._store.take(STATE_NAMESPACE, _state_key(state), now=self._clock())
-        record = None if taken is None else self._open(state, taken.value)
+        # Read, not taken: the link stays its owner's until a sign-in by the owner succeeds. Anyone who
+        # merely sees the link (a screenshot, a proxy log) must not be able to spend it with an error
+        # or a junk code.
+        stored = await self._store.get(STATE_NAMESPACE, _state_key(state), now=self._clock())
+        record = None if stored is None else self._open(state, stored.value)
         if record is None:
             return CallbackOutcome("unknown_state", 400)
         with structlog.contextvars.bound_contextvars(open_id=record.open_id):
             if error is not None or not code:
                 log.info("user declined authorization", error=(error or "no code")[:60])
                 return CallbackOutcome("denied", 403)
-            outcome = await self._exchange(record, code[:512], state)
-            if outcome.kind == "wrong_user" and taken is not None:
-                # The link is still its owner's to use: someone else's sign-in must not spend it.
-                await self._store.put(
-                    STATE_NAMESPACE, _state_key(state), taken.value, expires_at=taken.expires_at
-                )
-            return outcome
+            code = code[:512]
+            if not await self._spend_code(code):
+                return CallbackOutcome("unknown_state", 400)
+            outcome = await self._exchange(record, code)
+            if outcome.kind != "authorized":
+                return outcome
+            # Spend the link now. Of two sign-ins racing on it, only the one that takes it resumes the
+            # waiting command; the other is authorized all the same, with nothing left to resume.
+            taken = await self._store.take(STATE_NAMESPACE, _state_key(state), now=self._clock())
+            if taken is None:
+                return outcome
+            return replace(outcome, resume=self._resume_event(record, outcome.signed_in_as, state))
 
-    async def _exchange(self, record: AuthorizationState, code: str, state: str) -> CallbackOutcome:
+    async def _spend_code(self, code: str) -> bool:
+        """True for the first callback to bring this code; a replay finds it spent."""
+        now = self._clock()
+        return await self._store.compare_and_set(
+            CODE_NAMESPACE,
+            hashlib.sha256(code.encode()).hexdigest(),
+            b"spent",
+            expected_version=None,
+            expires_at=now + STATE_TTL_SECONDS,
+            now=now,
+        )
+
+    async def _exchange(self, record: AuthorizationState, code: str) -> CallbackOutcome:
         request = OAuthTokenRequest(
             grant_type="authorization_code",
             client_id=self._client.app_id,
@@ -189,9 +220,7 @@ class AuthorizationFlow:
         )
         await self._tokens.replace(token)
         log.info("user authorized", scopes=" ".join(token.scopes))
-        return CallbackOutcome(
-            "authorized", 200, signed_in_as=user.name, resume=self._resume_event(record, user.name, state)
-        )
+        return CallbackOutcome("authorized", 200, signed_in_as=user.name)
 
     def _resume_event(self, record: AuthorizationState, name: str, state: str) -> EventEnvelope:
         """An inbox event that updates the prompt and runs the waiting command, in the user's chat."""

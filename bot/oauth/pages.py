@@ -32,6 +32,15 @@ def render(outcome: CallbackOutcome) -> str:
             f"{who}, the invite bot may now invite people on your behalf. The command you typed "
             f"continues by itself. {_BACK_EN}",
         ),
+        "authorized_not_resumed": (
+            "✅",
+            "授权成功",
+            f"{who}，你已授权邀请助手以你的身份邀请参会人。刚才的命令没能自动继续，"
+            f"请回到飞书再发送一次。{_BACK_ZH}",
+            "Authorized",
+            f"{who}, the invite bot may now invite people on your behalf. The command you typed could "
+            f"not be picked up again by itself: please send it once more in Feishu. {_BACK_EN}",
+        ),
         "denied": (
             "✋",
             "你拒绝了授权",
