@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from bot.feishu.events import EventEnvelope
 from bot.feishu.models import BotInfo
 from bot.feishu.webhook import WebhookSecrets, open_card_request
 from bot.inbox import Inbox
-from bot.listener import GUARD, ConnectionGuard
+from bot.listener import GUARD, ConnectionGuard, start_listener
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
@@ -49,6 +49,20 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def _metrics_listener(
+    metrics_app: web.Application, host: str, port: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def listening(_: web.Application) -> AsyncIterator[None]:
+        runner, site = await start_listener(metrics_app, host, port, shutdown_timeout=1.0)
+        log.info("metrics served on their own listener", address=f"{site.name}/metrics")
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return listening
 
 
 def create_app(
@@ -105,7 +119,12 @@ def create_app(
             oldest = stats.oldest_received_at
             metrics.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, clock() - oldest))
 
-    add_routes(app, events, cards, callback, metrics, readiness, refresh_gauges)
+    # With BOT_METRICS_PORT, /metrics lives on a listener of its own that starts and stops with the app.
+    metrics_app = None
+    if settings.bot_metrics_port is not None:
+        metrics_app = web.Application(middlewares=[no_tracebacks])
+        app.cleanup_ctx.append(_metrics_listener(metrics_app, settings.bot_host, settings.bot_metrics_port))
+    add_routes(app, events, cards, callback, metrics, readiness, refresh_gauges, metrics_app=metrics_app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)

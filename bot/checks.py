@@ -43,5 +43,13 @@ async def run_checks(settings: Settings) -> int:
     print("  callbacks:            card.action.trigger (same URL)")
     print("  app scopes:           " + " ".join(APP_SCOPES))
     print("  user scopes (OAuth):  " + settings.bot_oauth_scopes)
+    if not settings.encrypt_key:
+        # check validates what it can; serve is where an unsigned set-up is refused outright.
+        verdict = (
+            "accepted (BOT_ALLOW_UNSIGNED_EVENTS=true)"
+            if settings.bot_allow_unsigned_events
+            else ("serve refuses to start; set FEISHU_ENCRYPT_KEY")
+        )
+        print(f"warning: FEISHU_ENCRYPT_KEY is empty, so events carry no signature: {verdict}")
     print("details: docs/setup-feishu.md")
     return 0

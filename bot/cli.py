@@ -16,9 +16,9 @@ from config import Settings, SettingsError, load_settings
 log = structlog.get_logger("bot.cli")
 
 
-def _settings_or_exit(*, require_secret_key: bool) -> Settings:
+def _settings_or_exit(*, serving: bool) -> Settings:
     try:
-        return load_settings(require_secret_key=require_secret_key)
+        return load_settings(require_secret_key=serving, require_signed_events=serving)
     except SettingsError as error:
         print("invite-bot: the settings cannot run the bot:", file=sys.stderr)
         for line in error.problems:
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "serve":
-        settings = _settings_or_exit(require_secret_key=True)
+        settings = _settings_or_exit(serving=True)
         configure_logging(settings.bot_log_format, settings.bot_log_level)
         code = asyncio.run(serve(settings))
     elif args.command == "emulator":
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         code = asyncio.run(run_demo())
     else:
-        settings = _settings_or_exit(require_secret_key=False)
+        settings = _settings_or_exit(serving=False)
         configure_logging("console", "warning")
         code = asyncio.run(check(settings))
     raise SystemExit(code)

@@ -220,6 +220,19 @@ async def no_tracebacks(
 Readiness = Callable[[], Awaitable[list[str]]]
 
 
+def metrics_page(
+    metrics: Metrics, refresh_gauges: Callable[[], Awaitable[None]]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def page(_: web.Request) -> web.Response:
+        try:
+            await refresh_gauges()
+        except Exception as error:  # the counters are still worth serving
+            log.warning("inbox gauges not refreshed", error=type(error).__name__)
+        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
+
+    return page
+
+
 def add_routes(
     app: web.Application,
     intake: EventIntake,
@@ -228,7 +241,11 @@ def add_routes(
     metrics: Metrics,
     readiness: Readiness,
     refresh_gauges: Callable[[], Awaitable[None]],
+    *,
+    metrics_app: web.Application | None = None,
 ) -> None:
+    """The public routes on `app`; /metrics there too, or only on `metrics_app` when there is one."""
+
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -243,17 +260,13 @@ def add_routes(
             return web.json_response({"status": "not ready", "problems": problems}, status=503)
         return web.json_response({"status": "ready"})
 
-    async def metrics_page(_: web.Request) -> web.Response:
-        try:
-            await refresh_gauges()
-        except Exception as error:  # the counters are still worth serving
-            log.warning("inbox gauges not refreshed", error=type(error).__name__)
-        return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
-
     app.router.add_post("/feishu/events", intake.handle)
     app.router.add_post("/feishu/card", cards.handle)
     # No HEAD: a link previewer's HEAD must not spend the user's one-time code.
     app.router.add_get("/oauth/callback", callback.handle, allow_head=False)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_page)
+    if metrics_app is None:
+        app.router.add_get("/metrics", metrics_page(metrics, refresh_gauges))
+    else:
+        metrics_app.router.add_get("/metrics", metrics_page(metrics, refresh_gauges))

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     bot_public_url: str = "http://127.0.0.1:8080"
     bot_host: str = "0.0.0.0"  # noqa: S104 - a server's listen address; operators narrow it
     bot_port: int = Field(default=8080, ge=0, le=65535)
+    # When set, /metrics is served only on this port, on its own listener: the public one need not
+    # expose counters that tell an outsider how busy the bot is and how often Feishu fails.
+    bot_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # Without an Encrypt Key, events carry no signature and no timestamp: anyone who learns the
+    # Verification Token can forge them and replay them forever. `serve` refuses that unless told.
+    bot_allow_unsigned_events: bool = False
     bot_store_url: str = "sqlite:///invite-bot.db"
     bot_secret_key: SecretStr | None = None
     # Earlier values of BOT_SECRET_KEY, comma-separated: records sealed under them stay readable and are
@@ -115,6 +121,11 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("bot_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("bot_secret_key")
     @classmethod
     def _secret_key_length(cls, value: SecretStr | None) -> SecretStr | None:
@@ -123,6 +134,24 @@ class Settings(BaseSettings):
         if len(value.get_secret_value().encode()) < MIN_SECRET_KEY_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes of secret")
         return value
+
+    @field_validator("bot_secret_key_previous")
+    @classmethod
+    def _previous_keys_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short old key is as weak as a short current one: whoever guesses it can forge records that
+        # are still read. Each comma-separated entry is held to the same length as BOT_SECRET_KEY.
+        if value is None or not value.get_secret_value().strip(", "):
+            return None
+        for number, key in enumerate(value.get_secret_value().split(","), start=1):
+            if key and len(key.encode()) < MIN_SECRET_KEY_BYTES:
+                raise ValueError(f"entry {number} must be at least {MIN_SECRET_KEY_BYTES} bytes of secret")
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_port_differs(self) -> Settings:
+        if self.bot_metrics_port is not None and self.bot_metrics_port == self.bot_port != 0:
+            raise ValueError("BOT_METRICS_PORT must differ from BOT_PORT")
+        return self
 
     @field_validator("bot_oauth_scopes")
     @classmethod
@@ -185,14 +214,25 @@ def _describe(error: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings(*, require_secret_key: bool = False, env_file: str | None = ".env") -> Settings:
+def load_settings(
+    *, require_secret_key: bool = False, require_signed_events: bool = False, env_file: str | None = ".env"
+) -> Settings:
     """Read and check the settings; raise SettingsError with every problem found."""
     try:
         settings = Settings(_env_file=env_file)
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+    problems = []
     if require_secret_key and settings.bot_secret_key is None:
-        raise SettingsError(
-            [f"BOT_SECRET_KEY: missing; set at least {MIN_SECRET_KEY_BYTES} bytes of random secret"]
+        problems.append(
+            f"BOT_SECRET_KEY: missing; set at least {MIN_SECRET_KEY_BYTES} bytes of random secret"
         )
+    if require_signed_events and not settings.encrypt_key and not settings.bot_allow_unsigned_events:
+        problems.append(
+            "FEISHU_ENCRYPT_KEY: empty, so events would carry no signature and could be forged or replayed;"
+            " set the Encrypt Key from the app's event settings (or BOT_ALLOW_UNSIGNED_EVENTS=true to accept"
+            " unsigned events knowingly)"
+        )
+    if problems:
+        raise SettingsError(problems)
     return settings

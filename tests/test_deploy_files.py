@@ -58,7 +58,7 @@ def test_compose_file_parses_and_runs_serve_with_a_volume() -> None:
 
 def test_kubernetes_manifests_parse_with_probes_one_replica_and_known_settings() -> None:
     documents = manifests()
-    assert set(documents) == {"Secret", "PersistentVolumeClaim", "Deployment", "Service"}
+    assert set(documents) == {"Secret", "PersistentVolumeClaim", "Deployment", "Service", "Ingress"}
     deployment = documents["Deployment"]["spec"]
     assert deployment["replicas"] == 1
     assert deployment["strategy"]["type"] == "Recreate"
@@ -82,3 +82,18 @@ def test_the_deploy_files_raise_the_open_file_limit() -> None:
     assert int(limit.group(1)) >= 65536
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     assert compose["services"]["invite-bot"]["ulimits"]["nofile"]["soft"] >= 65536
+
+
+def test_what_the_internet_reaches_is_only_feishu_and_oauth() -> None:
+    documents = manifests()
+    [rule] = documents["Ingress"]["spec"]["rules"]
+    assert {path["path"] for path in rule["http"]["paths"]} == {"/feishu/", "/oauth/"}
+    [container] = documents["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    metrics_port = int(env["BOT_METRICS_PORT"])
+    assert metrics_port in {port["containerPort"] for port in container["ports"]}
+    assert all(port["targetPort"] == "http" for port in documents["Service"]["spec"]["ports"])
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["invite-bot"]
+    metrics = str(compose["environment"]["BOT_METRICS_PORT"])
+    published = [port for port in compose["ports"] if port.endswith(f":{metrics}")]
+    assert published == [f"127.0.0.1:{metrics}:{metrics}"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 
 from bot.emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, CAROL, TEAM, ManualClock, invite, open_world
+from tests.harness import ALICE, CAROL, TEAM, ManualClock, free_port, invite, open_world
 
 
 def value(text: str, sample: str) -> float:
@@ -41,3 +41,29 @@ async def test_metrics_count_the_conversation(tmp_path: Path) -> None:
     assert 'invite_bot_openapi_latency_seconds_count{endpoint="im.message.reply"}' in text
     assert ALICE not in text  # nobody's identity in label values
     assert TEAM not in text
+
+
+async def test_with_a_metrics_port_the_public_listener_does_not_serve_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    world = await open_world(tmp_path, bot_metrics_port=port)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{world.bot_url}/metrics") as response:
+                assert response.status == 404
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                text = await response.text()
+            async with session.get(f"http://127.0.0.1:{port}/feishu/events") as response:
+                assert response.status == 404  # the metrics listener serves nothing else
+            async with session.get(f"{world.bot_url}/healthz") as response:
+                assert response.status == 200
+    finally:
+        await world.close()
+    assert value(text, 'invite_bot_events_received_total{event_type="im.message.receive_v1"}') == 1
+    # Closing the bot closed the metrics listener too.
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                raise AssertionError(f"still answering: {response.status}")
+        except aiohttp.ClientConnectionError:
+            pass

@@ -90,3 +90,32 @@ def test_token_repr_never_shows_the_tokens() -> None:
     text = repr(token())
     assert "eyJ-access-secret" not in text
     assert "eyJ-refresh-secret" not in text
+
+
+def test_the_key_id_reveals_nothing_about_the_key_and_old_ids_still_open() -> None:
+    import base64
+    import hashlib
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"feishu-invite-bot", info=b"store-sealing/v1"
+    ).derive(NEW.encode())
+    legacy_kid = hashlib.sha256(b"kid:" + key).hexdigest()[:12]
+    sealer = Sealer([NEW])
+    assert sealer.current_kid != legacy_kid
+    assert json.loads(sealer.seal(b"x", context="c"))["kid"] == sealer.current_kid
+    # A record written before the id had its own label.
+    nonce = b"\0" * 12
+    legacy = json.dumps(
+        {
+            "v": 1,
+            "kid": legacy_kid,
+            "n": base64.b64encode(nonce).decode(),
+            "c": base64.b64encode(AESGCM(key).encrypt(nonce, b"old secret", b"c")).decode(),
+        }
+    ).encode()
+    assert sealer.open(legacy, context="c") == b"old secret"

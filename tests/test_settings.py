@@ -107,3 +107,63 @@ def test_serve_with_bad_settings_exits_with_lines_not_a_traceback(tmp_path: Path
     assert lines[0] == "invite-bot: the settings cannot run the bot:"
     assert lines[1].strip().startswith("FEISHU_APP_ID: must be the App ID")
     assert any(line.strip().startswith("FEISHU_APP_SECRET: missing") for line in lines)
+
+
+def serve_with(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("FEISHU_", "BOT_"))}
+    env.update(REQUIRED, BOT_SECRET_KEY="k" * 40, **extra)
+    return subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_serve_refuses_unsigned_events_naming_the_variable(tmp_path: Path) -> None:
+    done = serve_with(tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    [problem] = done.stderr.strip().splitlines()[1:]
+    assert problem.strip().startswith("FEISHU_ENCRYPT_KEY: empty")
+    assert "BOT_ALLOW_UNSIGNED_EVENTS=true" in problem
+
+
+def test_unsigned_events_are_accepted_only_when_said_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError):
+        load_settings(require_signed_events=True)
+    monkeypatch.setenv("BOT_ALLOW_UNSIGNED_EVENTS", "true")
+    assert load_settings(require_signed_events=True).bot_allow_unsigned_events
+    monkeypatch.setenv("BOT_ALLOW_UNSIGNED_EVENTS", "false")
+    monkeypatch.setenv("FEISHU_ENCRYPT_KEY", "an-encrypt-key")
+    assert load_settings(require_signed_events=True).encrypt_key == "an-encrypt-key"
+
+
+def test_previous_secret_keys_are_held_to_the_same_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BOT_SECRET_KEY_PREVIOUS", f"{'a' * 32},short-old-key")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    [problem] = error.value.problems
+    assert problem == "BOT_SECRET_KEY_PREVIOUS: entry 2 must be at least 32 bytes of secret"
+    assert "short-old-key" not in problem
+    monkeypatch.setenv("BOT_SECRET_KEY_PREVIOUS", f"{'a' * 32},{'b' * 40}")
+    assert len(load_settings().secret_keys) == 2
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", None), ("9191", 9191)])
+def test_metrics_port_is_optional(monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None) -> None:
+    for name, setting in REQUIRED.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.setenv("BOT_METRICS_PORT", value)
+    assert load_settings().bot_metrics_port == expected
+    monkeypatch.setenv("BOT_METRICS_PORT", "8080")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "BOT_METRICS_PORT must differ from BOT_PORT" in error.value.problems[0]

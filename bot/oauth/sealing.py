@@ -20,6 +20,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _SALT = b"feishu-invite-bot"
 _INFO = b"store-sealing/v1"
+# The key id comes from the secret by its own HKDF label, never from the AES key itself: a published
+# id then says nothing about the key that encrypts.
+_KID_INFO = b"store-sealing/kid/v1"
 _FORMAT = 1
 
 
@@ -27,10 +30,17 @@ class SealError(ValueError):
     """A sealed blob that cannot be opened: unknown key, tampered, or not ours."""
 
 
-def _derive(secret: str) -> tuple[str, AESGCM]:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=_INFO).derive(secret.encode())
-    kid = hashlib.sha256(b"kid:" + key).hexdigest()[:12]
-    return kid, AESGCM(key)
+def _hkdf(secret: str, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=info).derive(secret.encode())
+
+
+def _derive(secret: str) -> tuple[str, str, AESGCM]:
+    key = _hkdf(secret, _INFO)
+    kid = _hkdf(secret, _KID_INFO).hex()[:12]
+    # Records sealed before the id had its own label name the key by a hash of it; they still open,
+    # and are sealed anew under the current id when next written.
+    legacy_kid = hashlib.sha256(b"kid:" + key).hexdigest()[:12]
+    return kid, legacy_kid, AESGCM(key)
 
 
 class Sealer:
@@ -38,8 +48,11 @@ class Sealer:
         if not secrets:
             raise ValueError("no secret key to seal with")
         derived = [_derive(secret) for secret in secrets]
-        self.current_kid, self._current = derived[0]
-        self._by_kid = dict(derived)
+        self.current_kid, _, self._current = derived[0]
+        self._by_kid: dict[str, AESGCM] = {}
+        for kid, legacy_kid, cipher in reversed(derived):  # the current key wins any clash
+            self._by_kid[legacy_kid] = cipher
+            self._by_kid[kid] = cipher
 
     def seal(self, plaintext: bytes, *, context: str) -> bytes:
         nonce = os.urandom(12)
