@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere without installing the project
     sys.path.insert(0, str(REPO))
 
-from bot.emulator import Emulator, EmulatorConfig  # noqa: E402 - after the sys.path fix above
+from emulator import Emulator, EmulatorConfig  # noqa: E402 - after the sys.path fix above
 
 HOST = "127.0.0.1"
 EVENTS_PATH = "/feishu/events"
@@ -191,7 +191,7 @@ def own_cpu_seconds() -> float:
 async def emulator_child(messages: list[tuple[str, str]]) -> None:
     """Serve the emulator on a free port, with every planned message known so replies succeed; print the
     URL; run until SIGTERM/SIGINT or until our stdin closes (the parent died)."""
-    from bot.emulator import start_emulator
+    from emulator import start_emulator
 
     emulator, runner, base_url = await start_emulator(EmulatorConfig(), HOST, 0)
     for message_id, chat_id in messages:

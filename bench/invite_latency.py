@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.emulator import EmulatorConfig
 from bot.logs import configure_logging
+from emulator import EmulatorConfig
 from tests.harness import ALICE, TEAM, ManualClock, authorize, open_harness
 
 CROWD = "oc_crowd0000000000000000000000001"

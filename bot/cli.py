@@ -1,12 +1,13 @@
-"""The `invite-bot` command: serve, emulator, demo, check."""
+"""The `invite-bot` command: serve and check, plus the subcommands other packages add (emulator, demo)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Protocol
 
 import structlog
 
@@ -26,17 +27,9 @@ def _settings_or_exit(*, serving: bool) -> Settings:
         raise SystemExit(2) from None
 
 
-async def _wait_for_stop_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-
-
 async def serve(settings: Settings) -> int:
     from bot.app import create_app
-    from bot.listener import raise_file_limit, start_listener
+    from bot.listener import raise_file_limit, start_listener, until_stop_signal
 
     files = raise_file_limit()
     app = create_app(settings)
@@ -50,24 +43,10 @@ async def serve(settings: Settings) -> int:
     log.info(
         "serving", address=f"http://{settings.bot_host}:{settings.bot_port}", events_path="/feishu/events"
     )
-    await _wait_for_stop_signal()
+    await until_stop_signal()
     log.info("stopping: no new requests; letting running work finish", grace=settings.bot_shutdown_timeout)
     await runner.cleanup()
     log.info("stopped")
-    return 0
-
-
-async def emulator(host: str, port: int, webhook_url: str | None) -> int:
-    from bot.emulator import EmulatorConfig
-    from bot.emulator.server import serve_emulator
-
-    config = EmulatorConfig() if webhook_url is None else EmulatorConfig(webhook_url=webhook_url)
-    task = asyncio.create_task(serve_emulator(host, port, config))
-    stop = asyncio.create_task(_wait_for_stop_signal())
-    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-    task.cancel()
-    stop.cancel()
-    await asyncio.gather(task, stop, return_exceptions=True)
     return 0
 
 
@@ -77,16 +56,39 @@ async def check(settings: Settings) -> int:
     return await run_checks(settings)
 
 
+# Subcommands other packages add to `invite-bot` (the emulator adds `emulator` and `demo`): found by
+# entry point, so the bot itself never imports them. Each entry point names a `Subcommand`.
+SUBCOMMANDS_GROUP = "invite_bot.commands"
+
+
+class Subcommand(Protocol):
+    help: str
+
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _added_subcommands() -> dict[str, Subcommand]:
+    found: dict[str, Subcommand] = {}
+    for entry in entry_points(group=SUBCOMMANDS_GROUP):
+        if entry.name in ("serve", "check"):
+            continue
+        try:
+            found[entry.name] = entry.load()
+        except ImportError:
+            # Registered but not shipped (the production image leaves the emulator out): no such command.
+            continue
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="invite-bot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the bot's HTTP server (settings from the environment and .env)")
-    emulator_parser = commands.add_parser("emulator", help="run the local Feishu emulator on loopback")
-    emulator_parser.add_argument("--host", default="127.0.0.1")
-    emulator_parser.add_argument("--port", type=int, default=9900)
-    emulator_parser.add_argument("--webhook", default=None, help="the bot's /feishu/events URL")
-    demo_parser = commands.add_parser("demo", help="emulator + bot + a scripted conversation, on loopback")
-    demo_parser.add_argument("--console", action="store_true", help="talk to the bot yourself instead")
+    added = _added_subcommands()
+    for name, subcommand in sorted(added.items()):
+        subcommand.configure(commands.add_parser(name, help=subcommand.help))
     commands.add_parser("check", help="validate the settings and the Feishu credentials")
     args = parser.parse_args(argv)
 
@@ -94,17 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = _settings_or_exit(serving=True)
         configure_logging(settings.bot_log_format, settings.bot_log_level)
         code = asyncio.run(serve(settings))
-    elif args.command == "emulator":
-        configure_logging("console", "info")
-        code = asyncio.run(emulator(args.host, args.port, args.webhook))
-    elif args.command == "demo" and args.console:
-        from bot.console import run_console
-
-        code = asyncio.run(run_console())
-    elif args.command == "demo":
-        from bot.demo import run_demo
-
-        code = asyncio.run(run_demo())
+    elif args.command in added:
+        code = added[args.command].run(args)
     else:
         settings = _settings_or_exit(serving=False)
         configure_logging("console", "warning")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import signal
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -137,3 +138,12 @@ def raise_file_limit() -> int:
         except (ValueError, OSError) as error:
             log.warning("could not raise the open-file limit", error=str(error), limit=soft)
     return int(soft)
+
+
+async def until_stop_signal() -> None:
+    """Return at the first SIGTERM or SIGINT: how a served process learns it is time to stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()

@@ -16,11 +16,11 @@ from aiohttp import web
 
 from bot.app import RUNTIME, Runtime, create_app
 from bot.clock import Clock
-from bot.emulator import Emulator, EmulatorConfig
-from bot.emulator.server import start_emulator
 from bot.feishu.client import Retry
 from bot.listener import start_listener
 from config import Settings
+from emulator import Emulator, EmulatorConfig
+from emulator.server import start_emulator
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"

@@ -11,11 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from bot.emulator import EmulatorConfig, Fault
-from bot.emulator.config import DirectoryChat
 from bot.feishu.errors import SCOPE_NOT_GRANTED, FeishuApiError
 from bot.logs import configure_logging
 from bot.oauth.authority import AuthorizationRequired
+from emulator import EmulatorConfig, Fault
+from emulator.config import DirectoryChat
 from tests.harness import (
     ALICE,
     ALICE_DM,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator import Emulator
-from bot.emulator.server import start_emulator
+from emulator import Emulator
+from emulator.server import start_emulator
 from tests.harness import free_port
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.emulator import EmulatorConfig
-from bot.emulator.config import MEETING_IN_PROGRESS
+from emulator import EmulatorConfig
+from emulator.config import MEETING_IN_PROGRESS
 from tests.harness import (
     ALICE,
     BOB,
@@ -116,7 +116,7 @@ async def test_an_unauthorized_clicker_is_asked_then_the_click_completes(world: 
 
 
 async def test_the_answer_comes_in_time_even_when_inviting_is_slow(world: Harness) -> None:
-    from bot.emulator import Fault
+    from emulator import Fault
 
     message_id, value = await card_with_a_failure(world)
     world.emulator.add_fault(Fault(route="invite", status=None, delay_seconds=5))
@@ -220,7 +220,7 @@ async def test_giving_the_meeting_on_the_card_runs_the_waiting_invite(world: Har
 
 
 async def test_retry_leaves_out_people_who_may_already_be_ringing(world: Harness) -> None:
-    from bot.emulator import Fault
+    from emulator import Fault
 
     world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
     world.emulator.add_fault(Fault(route="invite", status=503))  # no answer: Bob and Carol may be ringing

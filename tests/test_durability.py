@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.emulator import Emulator, Fault
-from bot.emulator.server import start_emulator
+from emulator import Emulator, Fault
+from emulator.server import start_emulator
 from tests.harness import ALICE, BOB, TEAM, bot_settings, free_port, open_harness
 
 

@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bot.emulator import Emulator, EmulatorConfig, Fault, start_emulator
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import EventEnvelope, parse_message_receive
 from bot.feishu.webhook import WebhookSecrets, open_event_request
+from emulator import Emulator, EmulatorConfig, Fault, start_emulator
 from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"

@@ -21,9 +21,9 @@ import pytest
 from aiohttp import web
 from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTriggerResponse
 
-from bot.emulator import ClickError, Emulator, EmulatorConfig, start_emulator
-from bot.emulator.card_tokens import TOKEN_TTL_SECONDS
 from bot.feishu.crypto import PayloadCipher
+from emulator import ClickError, Emulator, EmulatorConfig, start_emulator
+from emulator.card_tokens import TOKEN_TTL_SECONDS
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"

@@ -27,8 +27,8 @@ from lark_oapi.channel.bot_identity import fetch_bot_identity
 from lark_oapi.core.token.access_token_response import AccessTokenResponse
 from lark_oapi.core.utils import AESCipher
 
-from bot.emulator import Emulator, EmulatorConfig, start_emulator
 from bot.feishu.crypto import PayloadCipher
+from emulator import Emulator, EmulatorConfig, start_emulator
 
 ALICE = "ou_alice0000000000000000000000001"
 BOB = "ou_bob000000000000000000000000002"

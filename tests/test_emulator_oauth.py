@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from lark_oapi.api.authen.v1.model import GetUserInfoResponseBody
 
-from bot.emulator import AuthorizeError, Emulator, EmulatorConfig, start_emulator
+from emulator import AuthorizeError, Emulator, EmulatorConfig, start_emulator
 from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.emulator import DirectoryChat, EmulatorConfig, Fault
-from bot.emulator.config import _DEFAULT_CHATS
+from emulator import DirectoryChat, EmulatorConfig, Fault
+from emulator.config import _DEFAULT_CHATS
 from tests.test_emulator_oauth import ALICE, BOB, World, open_world
 
 CAROL = "ou_carol00000000000000000000000003"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 from lark_oapi.channel.auth import DeviceFlowClient
 
-from bot.emulator import EmulatorConfig, Fault
-from bot.emulator.replies import Refusal
+from emulator import EmulatorConfig, Fault
+from emulator.replies import Refusal
 from tests.test_emulator_oauth import ALICE, SCOPES, USER_INFO, World, open_world, world
 
 __all__ = ["world"]  # the fixture, shared with test_emulator_oauth

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from lark_oapi.api.vc.v1 import GetMeetingResponseBody, InviteMeetingResponseBody, ListByNoMeetingResponseBody
 
-from bot.emulator import EmulatorConfig, start_emulator
-from bot.emulator.config import (
+from emulator import EmulatorConfig, start_emulator
+from emulator.config import (
     MEETING_ENDED,
     MEETING_FULL,
     MEETING_IN_PROGRESS,
@@ -22,7 +22,7 @@ from bot.emulator.config import (
     MEETING_WITHOUT_ALICE,
     generated_open_id,
 )
-from bot.emulator.emulator import Emulator
+from emulator.emulator import Emulator
 from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"

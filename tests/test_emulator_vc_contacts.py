@@ -9,8 +9,8 @@ import pytest
 from lark_oapi.api.contact.v3 import BatchGetIdUserResponseBody
 from lark_oapi.api.im.v1 import GetChatMembersResponseBody
 
-from bot.emulator import EmulatorConfig, Fault
-from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
+from emulator import EmulatorConfig, Fault
+from emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from tests.test_emulator_vc import (
     ALICE,
     BOB,

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.emulator import EmulatorConfig, Fault
-from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from bot.feishu.events import Mention, UserId
 from bot.listener import GUARD, ConnectionGuard, start_listener
+from emulator import EmulatorConfig, Fault
+from emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from handlers.invite_grammar import read_invite
 from tests.harness import (
     ALICE,

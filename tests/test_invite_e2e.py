@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.emulator import EmulatorConfig, Fault
-from bot.emulator.config import MEETING_IN_PROGRESS, generated_open_id
+from emulator import EmulatorConfig, Fault
+from emulator.config import MEETING_IN_PROGRESS, generated_open_id
 from handlers.invite_reasons import NEEDS_AUTHORIZATION, NOT_INVITED, REASONS, UNCERTAIN, UNKNOWN_EMAIL
 from tests.harness import (
     ALICE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.emulator.config import MEETING_IN_PROGRESS
+from emulator.config import MEETING_IN_PROGRESS
 from tests.harness import ALICE, CAROL, TEAM, ManualClock, free_port, invite, open_world
 
 

@@ -8,7 +8,7 @@ import time
 
 import aiohttp
 
-from bot.emulator import Fault
+from emulator import Fault
 from tests.harness import ALICE, BOB, TEAM, Harness
 
 

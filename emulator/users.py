@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import DirectoryUser, EmulatorConfig
-from bot.emulator.oauth import AccessRecord, UserAuth
-from bot.emulator.replies import Refusal
+from emulator import replies
+from emulator.config import DirectoryUser, EmulatorConfig
+from emulator.oauth import AccessRecord, UserAuth
+from emulator.replies import Refusal
 
 
 def looks_like_user_token(token: str) -> bool:

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.emulator.updates import is_v2
+from emulator.updates import is_v2
 
 TIMEOUT = 200341
 TCP_FAILED = 200342

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.emulator.config import DirectoryMeeting
-from bot.emulator.control import _bad, _first, _json_object, _Refused
+from emulator.config import DirectoryMeeting
+from emulator.control import _bad, _first, _json_object, _Refused
 
 if TYPE_CHECKING:
-    from bot.emulator.emulator import Emulator
+    from emulator.emulator import Emulator
 
 
 class _Person(BaseModel):

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.emulator import replies
-from bot.emulator.config import DirectoryMeeting, EmulatorConfig
-from bot.emulator.replies import FeishuError
+from emulator import replies
+from emulator.config import DirectoryMeeting, EmulatorConfig
+from emulator.replies import FeishuError
 
 INVITED = 1
 FAILED = 2

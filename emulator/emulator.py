@@ -8,28 +8,28 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from bot.emulator.authorize import decide, parse_authorize, query_of
-from bot.emulator.card_tokens import CallbackToken, CardTokenApi, CardTokens
-from bot.emulator.click_control import click_control_routes
-from bot.emulator.clicker import Clicker
-from bot.emulator.clicks import ClickResult, find_buttons
-from bot.emulator.config import DirectoryMeeting, EmulatorConfig
-from bot.emulator.contacts import ContactRoutes
-from bot.emulator.control import control_routes
-from bot.emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
-from bot.emulator.faults import Fault, FaultQueue
-from bot.emulator.gateway import Gateway, RecordedRequest, feishu_not_found
-from bot.emulator.meetings import FAILED, InviteCall, Meeting, MeetingBook
-from bot.emulator.messages import MessageStore, SentMessage
-from bot.emulator.oauth import UserAuth
-from bot.emulator.oauth_routes import OAuthRoutes
-from bot.emulator.openapi import OpenApi
-from bot.emulator.pusher import Pusher, PushResult
-from bot.emulator.tokens import TenantTokens
-from bot.emulator.updates import CardUpdate, UpdateApi
-from bot.emulator.users import UserGate
-from bot.emulator.vc_control import vc_control_routes
-from bot.emulator.vc_routes import VcRoutes
+from emulator.authorize import decide, parse_authorize, query_of
+from emulator.card_tokens import CallbackToken, CardTokenApi, CardTokens
+from emulator.click_control import click_control_routes
+from emulator.clicker import Clicker
+from emulator.clicks import ClickResult, find_buttons
+from emulator.config import DirectoryMeeting, EmulatorConfig
+from emulator.contacts import ContactRoutes
+from emulator.control import control_routes
+from emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
+from emulator.faults import Fault, FaultQueue
+from emulator.gateway import Gateway, RecordedRequest, feishu_not_found
+from emulator.meetings import FAILED, InviteCall, Meeting, MeetingBook
+from emulator.messages import MessageStore, SentMessage
+from emulator.oauth import UserAuth
+from emulator.oauth_routes import OAuthRoutes
+from emulator.openapi import OpenApi
+from emulator.pusher import Pusher, PushResult
+from emulator.tokens import TenantTokens
+from emulator.updates import CardUpdate, UpdateApi
+from emulator.users import UserGate
+from emulator.vc_control import vc_control_routes
+from emulator.vc_routes import VcRoutes
 
 
 class Emulator:

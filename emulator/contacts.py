@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import DirectoryUser, EmulatorConfig
-from bot.emulator.gateway import Gateway, require_app_scope
-from bot.emulator.ratelimit import PER_MINUTE, PER_SECOND, RateLimit
-from bot.emulator.replies import Refusal
+from emulator import replies
+from emulator.config import DirectoryUser, EmulatorConfig
+from emulator.gateway import Gateway, require_app_scope
+from emulator.ratelimit import PER_MINUTE, PER_SECOND, RateLimit
+from emulator.replies import Refusal
 
 # Doc: "Enable any scope from the list".
 MEMBER_SCOPES = ("im:chat", "im:chat.group_info:readonly", "im:chat.members:read", "im:chat:readonly")

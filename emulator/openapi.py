@@ -11,11 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.gateway import Gateway, RecordedRequest, feishu_not_found
-from bot.emulator.messages import KnownMessage, MessageStore, SentMessage
-from bot.emulator.replies import Refusal as _Invalid
+from emulator import replies
+from emulator.config import EmulatorConfig
+from emulator.gateway import Gateway, RecordedRequest, feishu_not_found
+from emulator.messages import KnownMessage, MessageStore, SentMessage
+from emulator.replies import Refusal as _Invalid
 
 __all__ = ["OpenApi", "RecordedRequest", "feishu_not_found"]
 

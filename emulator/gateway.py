@@ -15,11 +15,11 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.faults import Fault, FaultQueue
-from bot.emulator.replies import Refusal
-from bot.emulator.tokens import TenantTokens
-from bot.emulator.users import UserGate, bearer_token, looks_like_user_token
+from emulator import replies
+from emulator.faults import Fault, FaultQueue
+from emulator.replies import Refusal
+from emulator.tokens import TenantTokens
+from emulator.users import UserGate, bearer_token, looks_like_user_token
 
 REDACTED = "***"
 

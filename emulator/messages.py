@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.emulator.config import EmulatorConfig
+from emulator.config import EmulatorConfig
 
 UUID_WINDOW_SECONDS = 3600
 # "per-group 5 QPS shared by all bots in the group" (reference §4.1).

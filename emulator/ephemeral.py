@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.gateway import Gateway
-from bot.emulator.messages import new_message_id
-from bot.emulator.replies import Refusal
+from emulator import replies
+from emulator.config import EmulatorConfig
+from emulator.gateway import Gateway
+from emulator.messages import new_message_id
+from emulator.replies import Refusal
 
 CARD_LIMIT_BYTES = 30 * 1024
 _USER_FIELDS = ("open_id", "user_id", "email")

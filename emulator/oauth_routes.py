@@ -9,19 +9,19 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.authorize import (
+from emulator import replies
+from emulator.authorize import (
     AuthorizeError,
     consent_page,
     decide,
     error_page,
     parse_authorize,
 )
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.faults import Fault
-from bot.emulator.gateway import Gateway, fault_response
-from bot.emulator.oauth import IssuedTokens, OAuthFailure, UserAuth
-from bot.emulator.replies import Refusal
+from emulator.config import EmulatorConfig
+from emulator.faults import Fault
+from emulator.gateway import Gateway, fault_response
+from emulator.oauth import IssuedTokens, OAuthFailure, UserAuth
+from emulator.replies import Refusal
 
 # Token endpoint fields that are secrets or bearer credentials: never recorded.
 _SECRET_FIELDS = ("client_secret", "code", "code_verifier", "refresh_token")

@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.gateway import Gateway
-from bot.emulator.meetings import IN_MEETING, LEFT, RINGING, InviteCall, Meeting, MeetingBook
-from bot.emulator.ratelimit import PER_MINUTE, PER_SECOND, RateLimit
-from bot.emulator.replies import FeishuError, Refusal
+from emulator import replies
+from emulator.config import EmulatorConfig
+from emulator.gateway import Gateway
+from emulator.meetings import IN_MEETING, LEFT, RINGING, InviteCall, Meeting, MeetingBook
+from emulator.ratelimit import PER_MINUTE, PER_SECOND, RateLimit
+from emulator.replies import FeishuError, Refusal
 
 # get: any one of these (doc); list_by_no: only the first.
 READ_SCOPES = ("vc:meeting:readonly", "vc:meeting.meetingevent:read")

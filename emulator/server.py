@@ -6,8 +6,8 @@ import asyncio
 
 from aiohttp import web
 
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.emulator import Emulator
+from emulator.config import EmulatorConfig
+from emulator.emulator import Emulator
 
 
 async def start_emulator(

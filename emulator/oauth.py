@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.emulator import replies
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.replies import OAuthError
+from emulator import replies
+from emulator.config import EmulatorConfig
+from emulator.replies import OAuthError
 
 OFFLINE_ACCESS = "offline_access"
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.oauth import UserAuth
+from emulator.config import EmulatorConfig
+from emulator.oauth import UserAuth
 
 MAX_SCOPES = 50
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")

@@ -19,12 +19,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.gateway import Gateway, require_app_scope
-from bot.emulator.messages import MessageStore
-from bot.emulator.replies import Refusal
-from bot.emulator.updates import CARD_LIMIT_BYTES, CardUpdate, is_shared, is_v2
+from emulator import replies
+from emulator.config import EmulatorConfig
+from emulator.gateway import Gateway, require_app_scope
+from emulator.messages import MessageStore
+from emulator.replies import Refusal
+from emulator.updates import CARD_LIMIT_BYTES, CardUpdate, is_shared, is_v2
 
 TOKEN_TTL_SECONDS = 30 * 60
 TOKEN_MAX_USES = 2

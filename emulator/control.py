@@ -14,11 +14,11 @@ import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.emulator.authorize import AuthorizeError, is_loopback_url
-from bot.emulator.faults import Fault
+from emulator.authorize import AuthorizeError, is_loopback_url
+from emulator.faults import Fault
 
 if TYPE_CHECKING:
-    from bot.emulator.emulator import Emulator
+    from emulator.emulator import Emulator
 
 
 class _Say(BaseModel):

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.replies import Refusal
+from emulator import replies
+from emulator.replies import Refusal
 
 PER_SECOND = 1.0
 PER_MINUTE = 60.0

@@ -15,10 +15,10 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME
-from bot.demo import loopback_world
-from bot.emulator import Emulator
-from bot.emulator.render import render_message
 from bot.logs import configure_logging
+from emulator import Emulator
+from emulator.demo import loopback_world
+from emulator.render import render_message
 
 HELP = """Type a message as the current user, e.g.  /invite 123456789 @Bob
   :as NAME        speak as another person (Alice, Bob, Carol)

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.emulator.authorize import is_loopback_url
-from bot.emulator.clicker import ClickError
+from emulator.authorize import is_loopback_url
+from emulator.clicker import ClickError
 
 if TYPE_CHECKING:
-    from bot.emulator.emulator import Emulator
+    from emulator.emulator import Emulator
 
 
 class _Click(BaseModel):

@@ -21,12 +21,12 @@ import aiohttp
 from aiohttp import web
 
 from bot.app import RUNTIME, create_app
-from bot.emulator import Emulator, EmulatorConfig
-from bot.emulator.config import MEETING_IN_PROGRESS, DirectoryUser
-from bot.emulator.render import render_message
-from bot.emulator.server import start_emulator
 from bot.logs import configure_logging
 from config import Settings
+from emulator import Emulator, EmulatorConfig
+from emulator.config import MEETING_IN_PROGRESS, DirectoryUser
+from emulator.render import render_message
+from emulator.server import start_emulator
 
 
 @dataclass

@@ -18,16 +18,16 @@ from typing import Any
 
 import aiohttp
 
-from bot.emulator import clicks
-from bot.emulator.card_tokens import CardTokens
-from bot.emulator.clicks import ClickResult, action_object, judge
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.messages import MessageStore, SentMessage
-from bot.emulator.pusher import Pusher, PushResult
-from bot.emulator.sealing import seal_body
-from bot.emulator.updates import CardUpdate
 from bot.feishu.crypto import PayloadCipher, card_signature_v1
 from bot.feishu.events import CARD_ACTION_TRIGGER
+from emulator import clicks
+from emulator.card_tokens import CardTokens
+from emulator.clicks import ClickResult, action_object, judge
+from emulator.config import EmulatorConfig
+from emulator.messages import MessageStore, SentMessage
+from emulator.pusher import Pusher, PushResult
+from emulator.sealing import seal_body
+from emulator.updates import CardUpdate
 
 DOUBLE_CLICK_GAP_SECONDS = 0.05
 

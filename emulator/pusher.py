@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 import aiohttp
 
-from bot.emulator.config import EmulatorConfig
-from bot.emulator.messages import MessageStore, new_message_id
-from bot.emulator.sealing import seal_body
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import MESSAGE_RECEIVE
+from emulator.config import EmulatorConfig
+from emulator.messages import MessageStore, new_message_id
+from emulator.sealing import seal_body
 
 # "@Alice" or "@alice@example.com" in `say` text; names are single words in the directory.
 _AT_WORD = re.compile(r"@([\w.\-]+(?:@[\w.\-]+)?)")

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.emulator import replies
-from bot.emulator.gateway import Gateway
-from bot.emulator.messages import MessageStore
-from bot.emulator.replies import Refusal
+from emulator import replies
+from emulator.gateway import Gateway
+from emulator.messages import MessageStore
+from emulator.replies import Refusal
 
 CARD_LIMIT_BYTES = 30 * 1024
 MAX_AGE_SECONDS = 14 * 86400
