@@ -1,4 +1,4 @@
-"""The authorize page, `GET /open-apis/authen/v1/authorize` (reference §6.1).
+"""The authorize page, `GET /open-apis/authen/v1/authorize` (feishu-protocol §6.1).
 
 Feishu serves it on accounts.feishu.cn; for any other domain the bot derives the accounts URL from
 FEISHU_DOMAIN, so the emulator serves it on its own port. There is no login: the page lists the
@@ -26,7 +26,7 @@ EMULATOR_PARAMS = ("emulator_user", "emulator_decision")
 class AuthorizeError(ValueError):
     """An authorize request Feishu would not show a consent page for; the page shows `code` instead.
 
-    Codes: 20027 (scope not enabled for the app) is documented (reference §6.1); 20029 (redirect_uri not
+    Codes: 20027 (scope not enabled for the app) is documented (feishu-protocol §6.1); 20029 (redirect_uri not
     registered) is the code commonly quoted for that case, UNCONFIRMED; the rest reuse the token
     endpoint's table (20001 missing or invalid parameter, 20048 no such app, 20008 no such user): guesses.
     """

@@ -1,4 +1,4 @@
-"""Card update tokens and the delayed update that spends them (reference §3.4).
+"""Card update tokens and the delayed update that spends them (feishu-protocol §3.4).
 
 Every card callback carries a fresh token `c-…` (event.token, or `token` in the legacy body). With it the bot
 may replace the clicked card through `POST /open-apis/interactive/v1/card/update` (tenant token, body

@@ -1,7 +1,7 @@
 """A user clicking a card: the callback built and sealed as Feishu does, POSTed to the bot, judged.
 
 New style goes to the event URL (`webhook_url`, the bot serves events and callbacks on one URL) sealed
-exactly like events (AES envelope, SHA-256 signature: reference §1.3, §1.4). Legacy goes to
+exactly like events (AES envelope, SHA-256 signature: feishu-protocol §1.3, §1.4). Legacy goes to
 `card_callback_url`, plain JSON signed with hex(SHA-1(timestamp + nonce + Verification Token + raw body))
 (§3.2). Whether Feishu encrypts the legacy body when an Encrypt Key is set is UNCONFIRMED: the SDKs decrypt
 it if it is, so `seal_legacy(encrypt=True)` exists; clicks send it plain.
@@ -77,7 +77,7 @@ class Clicker:
             "header": {
                 "event_id": event_id or secrets.token_hex(16),
                 "token": config.verification_token,
-                "create_time": str(int(self._clock() * 1_000_000)),  # µs for callbacks (reference §1.6)
+                "create_time": str(int(self._clock() * 1_000_000)),  # µs for callbacks (feishu-protocol §1.6)
                 "event_type": CARD_ACTION_TRIGGER,
                 "tenant_key": config.tenant_key,
                 "app_id": config.app_id,
@@ -94,7 +94,7 @@ class Clicker:
     def build_legacy_card_action(
         self, operator_open_id: str, message_id: str, **action: Any
     ) -> dict[str, Any]:
-        """The legacy flat callback body for the same click (no union_id, no header: reference §3.2)."""
+        """The legacy flat callback body for the same click (no union_id, no header: feishu-protocol §3.2)."""
         sent = self._clicked(message_id)
         token = self._tokens.issue(message_id, operator_open_id)
         ids = self._ids(operator_open_id)

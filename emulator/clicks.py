@@ -1,4 +1,4 @@
-"""Card callbacks as Feishu builds them, and how the Feishu client judges the bot's answer (reference §3).
+"""Card callbacks as Feishu builds them, and how the Feishu client judges the answer (feishu-protocol §3).
 
 New style `card.action.trigger` (schema 2.0, §3.1): body from the doc page "卡片回传交互回调"
 (https://open.feishu.cn/document/feishu-cards/card-callback-communication, 2025-09) and lark-oapi's

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 
 class DirectoryUser(BaseModel):
-    """One person in the emulated tenant, with the IDs Feishu gives a person (reference §2)."""
+    """One person in the emulated tenant, with the IDs Feishu gives a person (feishu-protocol §2)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,7 +22,7 @@ class DirectoryUser(BaseModel):
     email: str = ""
     union_id: str = ""
     user_id: str = ""
-    # Contact lookup (reference §8): mobiles match exactly as stored; a resigned user is found only with
+    # Contact lookup (feishu-protocol §8): mobiles match exactly as stored; a resigned user is found only with
     # include_resigned=true.
     mobile: str = ""
     resigned: bool = False
@@ -48,7 +48,7 @@ class DirectoryChat(BaseModel):
 
 
 class DirectoryMeeting(BaseModel):
-    """One video meeting (reference §7). Times are unix seconds; when `start_time`/`end_time` are left
+    """One video meeting (feishu-protocol §7). Times are unix seconds; when `start_time`/`end_time` are left
     out they are `start_offset`/`end_offset` seconds from the emulator clock at the moment the meeting
     book is first used (so a test may still replace `emulator.clock` right after construction)."""
 
@@ -59,7 +59,7 @@ class DirectoryMeeting(BaseModel):
     meeting_no: str = Field(pattern=r"^[0-9]{9}$")
     topic: str = ""
     host: str = Field(pattern=r"^ou_[A-Za-z0-9_]+$")
-    # 1 calling, 2 in progress, 3 ended (reference §7.2).
+    # 1 calling, 2 in progress, 3 ended (feishu-protocol §7.2).
     status: Literal[1, 2, 3] = 2
     participants: tuple[str, ...] = ()
     locked: bool = False
@@ -212,12 +212,12 @@ class EmulatorConfig(BaseModel):
     tenant_token_ttl_seconds: int = Field(default=7200, ge=60)
     # The bot's `POST /feishu/events` URL; settable later through `Emulator.webhook_url`.
     webhook_url: str | None = None
-    # --- card callbacks (reference §3) ---
+    # --- card callbacks (feishu-protocol §3) ---
     # Where legacy card callbacks go; unset: webhook_url with /feishu/events replaced by /feishu/card.
     card_callback_url: str | None = None
-    # How long the Feishu client waits for the answer to a card callback (3 s, reference §3.1).
+    # How long the Feishu client waits for the answer to a card callback (3 s, feishu-protocol §3.1).
     card_callback_deadline_seconds: float = Field(default=3.0, gt=0)
-    # --- user OAuth (reference §6) ---
+    # --- user OAuth (feishu-protocol §6) ---
     app_scopes: tuple[str, ...] = DEFAULT_APP_SCOPES
     # Registered redirect URLs (security settings → redirect URLs), matched exactly. Any http(s) URL on a
     # loopback host is accepted as well, so a bot under test on 127.0.0.1:<random port> needs no entry.
@@ -225,9 +225,9 @@ class EmulatorConfig(BaseModel):
     authorization_code_ttl_seconds: float = Field(default=300, gt=0)
     user_access_token_ttl_seconds: int = Field(default=7200, ge=1)
     refresh_token_ttl_seconds: int = Field(default=604800, ge=1)
-    # The access token a refresh replaced keeps working this long ("about a minute", reference §6.3).
+    # The access token a refresh replaced keeps working this long ("about a minute", feishu-protocol §6.3).
     rotated_token_grace_seconds: float = Field(default=60, ge=0)
-    # After this long since the user authorized, refreshing fails with 20037 (365 days, reference §6.3).
+    # After this long since the user authorized, refreshing fails with 20037 (365 days, feishu-protocol §6.3).
     authorization_max_age_seconds: float = Field(default=365 * 86400, gt=0)
     users: tuple[DirectoryUser, ...] = _DEFAULT_USERS
     chats: tuple[DirectoryChat, ...] = _DEFAULT_CHATS

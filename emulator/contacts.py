@@ -1,4 +1,4 @@
-"""Who is who: a chat's members (im/v1) and user IDs by e-mail or mobile (contact/v3, reference §8)."""
+"""Who is who: a chat's members (im/v1) and user IDs by e-mail or mobile (contact/v3, feishu-protocol §8)."""
 
 from __future__ import annotations
 

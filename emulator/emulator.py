@@ -197,7 +197,7 @@ class Emulator:
         """Every tenant_access_token issued so far is refused from now on (99991663)."""
         self._tokens.revoke_all()
 
-    # --- meetings (reference §7) -----------------------------------------------------------------------
+    # --- meetings (feishu-protocol §7) ----------------------------------------------------------------------
 
     def meeting(self, meeting_id: str) -> Meeting:
         """The live state of a meeting (KeyError if there is none): participants, ringing, status…"""
@@ -300,7 +300,7 @@ class Emulator:
     async def say(self, sender_open_id: str, chat_id: str, text: str, **options: Any) -> PushResult:
         return await self._pusher.say(sender_open_id, chat_id, text, **options)
 
-    # --- clicking cards (reference §3) -----------------------------------------------------------------
+    # --- clicking cards (feishu-protocol §3) ----------------------------------------------------------------
 
     @property
     def card_callback_url(self) -> str | None:

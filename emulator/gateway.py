@@ -133,7 +133,7 @@ class Gateway:
 
 
 def require_app_scope(app_scopes: Collection[str], scopes: Collection[str]) -> None:
-    """A tenant-token call to an API none of whose `scopes` the app enabled: 99991672 (reference §6.6)."""
+    """A tenant-token call to an API none of whose `scopes` the app has: 99991672 (feishu-protocol §6.6)."""
     if scopes and not any(scope in app_scopes for scope in scopes):
         named = "[" + ", ".join(scopes) + "]"
         raise Refusal(replies.error(replies.APP_SCOPE_NOT_ENABLED, detail=named))

@@ -16,7 +16,7 @@ from emulator.replies import FeishuError
 
 INVITED = 1
 FAILED = 2
-# Participant status in GET /meetings/:id (reference §7.2).
+# Participant status in GET /meetings/:id (feishu-protocol §7.2).
 IN_MEETING = 2
 RINGING = 3
 LEFT = 4

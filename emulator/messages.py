@@ -1,6 +1,6 @@
 """The messages of the emulated tenant: what users said (pushed) and what the bot sent (Open API).
 
-Holds the rules Feishu applies to a send or reply once the request is well formed (reference §4.1):
+Holds the rules Feishu applies to a send or reply once the request is well formed (feishu-protocol §4.1):
 the uuid de-duplication window, the per-chat rate limit, and the response `data` shape.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from emulator.config import EmulatorConfig
 
 UUID_WINDOW_SECONDS = 3600
-# "per-group 5 QPS shared by all bots in the group" (reference §4.1).
+# "per-group 5 QPS shared by all bots in the group" (feishu-protocol §4.1).
 CHAT_RATE_PER_SECOND = 5
 _AT_TAG = re.compile(r'<at user_id="([^"]*)">([^<]*)</at>')
 
@@ -198,7 +198,7 @@ class MessageStore:
     # --- what Feishu answers -------------------------------------------------------------------------
 
     def response_data(self, message: SentMessage) -> dict[str, Any]:
-        """`data` of a send or reply answer (reference §4.1): the bot is the sender, as an app."""
+        """`data` of a send or reply answer (feishu-protocol §4.1): the bot is the sender, as an app."""
         content, mentions = self._render(message)
         create_time = str(message.create_time)
         data: dict[str, Any] = {

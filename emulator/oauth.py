@@ -1,4 +1,4 @@
-"""User authorization state: codes, grants, user_access_tokens and refresh tokens (reference §6).
+"""User authorization state: codes, grants, user_access_tokens and refresh tokens (feishu-protocol §6).
 
 Rules kept here, each as Feishu documents it: codes live 5 minutes and are single use, bound to the
 redirect_uri and the PKCE challenge; scopes a user granted accumulate across authorizations; a

@@ -1,4 +1,4 @@
-"""HTTP face of user OAuth: the authorize page, the v2 token endpoint and user_info (reference §6)."""
+"""HTTP face of user OAuth: the authorize page, the v2 token endpoint and user_info (feishu-protocol §6)."""
 
 from __future__ import annotations
 
@@ -153,15 +153,15 @@ class OAuthRoutes:
             "email": user.email,
             "tenant_key": self._config.tenant_key,
         }
-        # user_id is one of the fields that needs an extra scope (reference §6.5); we return it only to a
-        # token holding contact:user.employee_id:readonly. Which scope gates which field: UNCONFIRMED.
+        # user_id is one of the fields that needs an extra scope (feishu-protocol §6.5); we return it only
+        # to a token holding contact:user.employee_id:readonly. Which scope gates which field: UNCONFIRMED.
         if "contact:user.employee_id:readonly" in record.scopes and user.user_id:
             data["user_id"] = user.user_id
         return replies.ok({"code": 0, "msg": "success", "data": data})
 
 
 def _token_answer(issued: IssuedTokens) -> web.Response:
-    # Top level, not under `data`; refresh_token only when offline_access was granted (reference §6.2).
+    # Top level, not under `data`; refresh_token only when offline_access was granted (feishu-protocol §6.2).
     body: dict[str, Any] = {
         "code": 0,
         "access_token": issued.access_token,

@@ -22,10 +22,10 @@ __all__ = ["OpenApi", "RecordedRequest", "feishu_not_found"]
 REPLY_MSG_TYPES = frozenset(
     {"text", "post", "image", "file", "audio", "media", "sticker", "interactive", "share_chat", "share_user"}
 )
-# `system` messages can only be sent, and only into p2p chats (reference §4.2).
+# `system` messages can only be sent, and only into p2p chats (feishu-protocol §4.2).
 SEND_MSG_TYPES = REPLY_MSG_TYPES | {"system"}
 RECEIVE_ID_TYPES = frozenset({"open_id", "union_id", "user_id", "email", "chat_id"})
-# Request-body limits (reference §4.1): 150 KB for text, 30 KB for cards and rich text.
+# Request-body limits (feishu-protocol §4.1): 150 KB for text, 30 KB for cards and rich text.
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_POST_LIMIT_BYTES = 30 * 1024
 UUID_MAX_LENGTH = 50
@@ -81,7 +81,7 @@ class OpenApi:
             self._authorize(request)
         except _Invalid as invalid:
             return invalid.response
-        # Top-level `bot`, not `data` (reference §2).
+        # Top-level `bot`, not `data` (feishu-protocol §2).
         bot = {
             "activate_status": 2,
             "app_name": self._config.bot_name,

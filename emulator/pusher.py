@@ -1,6 +1,6 @@
 """Events as Feishu builds them, sealed as Feishu seals them, pushed to the bot's webhook.
 
-Shapes: reference §1.6 and §2 (schema 2.0 `im.message.receive_v1`), §1.2 (url_verification); sealing:
+Shapes: feishu-protocol §1.6 and §2 (schema 2.0 `im.message.receive_v1`), §1.2 (url_verification); sealing:
 §1.3 (AES envelope) and §1.4 (signature headers). The lark-oapi fidelity tests check both against the SDK.
 """
 
@@ -25,7 +25,7 @@ from emulator.sealing import seal_body
 # "@Alice" or "@alice@example.com" in `say` text; names are single words in the directory.
 _AT_WORD = re.compile(r"@([\w.\-]+(?:@[\w.\-]+)?)")
 _PLACEHOLDER = re.compile(r"(@_user_\d+)")
-# What Feishu does to typed text before it reaches a bot (reference §2): an @all becomes the `@_all`
+# What Feishu does to typed text before it reaches a bot (feishu-protocol §2): an @all becomes the `@_all`
 # placeholder (with no mentions entry) and a link arrives as `[text](url)`.
 _ALL_WORD = re.compile(r"(?<![\w.+-])(?:@all|@所有人)(?![\w.@-])", re.IGNORECASE)
 _URL = re.compile(r"https?://[^\s\[\]()]+")
@@ -137,7 +137,7 @@ class Pusher:
         mention_bot: bool = True,
         message_id: str | None = None,
     ) -> dict[str, Any]:
-        """The legacy schema 1.0 `message` event (reference §1.6): flat, token at the top level."""
+        """The legacy schema 1.0 `message` event (feishu-protocol §1.6): flat, token at the top level."""
         now = self._clock()
         mention = f"@{self._config.bot_name} " if mention_bot and chat_type == "group" else ""
         return {
@@ -182,7 +182,7 @@ class Pusher:
         signature: str | None = None,
     ) -> tuple[dict[str, str], bytes]:
         """Headers and raw body of one push. With no Encrypt Key configured, Feishu sends plain JSON and
-        (UNCONFIRMED, reference §1.4) no signature; the keyword arguments tamper for tests."""
+        (UNCONFIRMED, feishu-protocol §1.4) no signature; the keyword arguments tamper for tests."""
         key = self._config.encrypt_key
         return seal_body(
             payload,
@@ -328,7 +328,7 @@ class Pusher:
     def _lookup(self, who: str) -> _Person | None:
         config = self._config
         if who in (config.bot_open_id, config.bot_name) or who.lower() == config.bot_name.lower():
-            # UNCONFIRMED whether Feishu fills union_id/user_id for a bot mention (reference §2): we don't.
+            # UNCONFIRMED whether Feishu fills union_id/user_id for a bot mention (feishu-protocol §2): no.
             return _Person(config.bot_open_id, config.bot_name, None, None)
         for user in config.users:
             if who in (user.open_id, user.email) or who.lower() in (user.name.lower(), user.en_name.lower()):
@@ -352,7 +352,7 @@ def _ids(person: _Person) -> dict[str, str]:
 def _content(text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:
     if message_type == "text":
         return {"text": text}
-    # Rich text as received (reference §2): no language wrapper, one paragraph, at-nodes for mentions,
+    # Rich text as received (feishu-protocol §2): no language wrapper, one paragraph, at-nodes for mentions,
     # a-nodes for links.
     nodes: list[dict[str, Any]] = []
     for part in _RICH.split(text):

@@ -2,7 +2,7 @@
 
 Sliding windows: a call is admitted when every window still has room, and only admitted calls count, so
 a client that backs off for the advertised reset time gets through. A refusal carries the headers
-Feishu's gateway sends with 99991400 (reference §4.1: `x-ogw-ratelimit-*`).
+Feishu's gateway sends with 99991400 (feishu-protocol §4.1: `x-ogw-ratelimit-*`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How Feishu's Open API answers: `{"code","msg",...}` bodies, the X-Tt-Logid header, its error codes.
 
 Every code lives here once, with the HTTP status and message Feishu sends, so that a finding about the
-real platform is a one-line change. Sources: reference §4.1, §5, §6.6 and the rate-limit doc page
+real platform is a one-line change. Sources: feishu-protocol §4.1, §5, §6.6 and the rate-limit doc page
 (https://open.feishu.cn/document/server-docs/api-call-guide/frequency-control). Statuses marked
 UNCONFIRMED are our best reading, not something a doc page or a captured response showed.
 """
@@ -44,19 +44,19 @@ USER_TOKEN_INVALID = FeishuError(
 RATE_LIMITED = FeishuError(99991400, "request trigger frequency limit", 429)
 # Generic request validation (missing or malformed fields); Feishu adds error.field_violations.
 FIELD_VALIDATION_FAILED = FeishuError(99992402, "field validation failed", 400)
-# im/v1 codes (reference §4.1). HTTP 400 for all of them: UNCONFIRMED but consistent with every
+# im/v1 codes (feishu-protocol §4.1). HTTP 400 for all of them: UNCONFIRMED but consistent with every
 # im/v1 error table we have seen quoted.
 INVALID_REQUEST = FeishuError(230001, "Your request contains an invalid request parameter.", 400)
 BOT_NOT_IN_CHAT = FeishuError(230002, "Bot/User can NOT be out of the chat.", 400)
 CHAT_RATE_LIMITED = FeishuError(230020, "This operation triggers the frequency limit.", 400)
 MESSAGE_TOO_LONG = FeishuError(230025, "The length of the message content reaches its limit.", 400)
-# PATCH of a card older than 14 days (reference §3.3). Message text UNCONFIRMED.
+# PATCH of a card older than 14 days (feishu-protocol §3.3). Message text UNCONFIRMED.
 MESSAGE_TOO_OLD = FeishuError(230031, "The message is beyond the time limit for this operation.", 400)
-# A card JSON 2.0 may not be replaced by a 1.0 one (client code 200830, reference §3.1); over the API the
-# same rule surfaces as 230099 with the card error as detail: UNCONFIRMED.
+# A card JSON 2.0 may not be replaced by a 1.0 one (client code 200830, feishu-protocol §3.1); over the API
+# the same rule surfaces as 230099 with the card error as detail: UNCONFIRMED.
 CARD_CONTENT_FAILED = FeishuError(230099, "Failed to create card content.", 400)
 
-# --- user_access_token on business APIs (reference §6.6) ---------------------------------------------------
+# --- user_access_token on business APIs (feishu-protocol §6.6) ----------------------------------------------
 # HTTP 400 like the other token refusals (captured for 99991668); 99991677 and 99991679: UNCONFIRMED.
 USER_TOKEN_EXPIRED = FeishuError(
     99991677, "Authentication token expired. Please refresh the user_access_token and try again.", 400
@@ -77,7 +77,7 @@ USER_TOKEN_NOT_ACCEPTED = FeishuError(
 )
 
 
-# --- vc/v1 meetings (reference §7) --------------------------------------------------------------------------
+# --- vc/v1 meetings (feishu-protocol §7) --------------------------------------------------------------------
 # Statuses and messages of 121001-121005 and 122001-122005 are the error tables of the vc/v1 doc pages
 # (meeting/get, meeting/set_host, meeting-recording/start, open.larksuite.com and open.feishu.cn mirrors).
 # The invite page's own table was not readable: that these codes apply to invite is our reading of the
@@ -101,7 +101,7 @@ VC_ERRORS = {
 # How the emulated invite endpoint decides (one table, so a finding about the real platform is a one-line
 # change). Whole-call: the answer is `code` != 0 and no invite_results. Per-invitee: code 0, the call goes on,
 # and that person's invite_results status is 2.            Source
-#   token missing/invalid/expired, scope not granted          reference §6.6 (99991661/8/77/79)
+#   token missing/invalid/expired, scope not granted          feishu-protocol §6.6 (99991661/8/77/79)
 #   tenant token (user-only API)                              GUESS: 99991668 via the user gate
 #   over 50/s or 1000/min per app                             doc rate limits; 99991400 + 429
 #   `invitees` missing                                        GUESS: 99992402 field validation
@@ -119,14 +119,14 @@ VC_ERRORS = {
 #   `fail_invitee(open_id, code=...)`                         whole-call with that code, on demand
 #   `fail_invitee(open_id)` (status 2)                        per-invitee status 2, on demand
 
-# --- im/v1 chat members and contact/v3 (reference §8) -------------------------------------------------------
+# --- im/v1 chat members and contact/v3 (feishu-protocol §8) -------------------------------------------------
 # From the im-v1/chat-members/get error table (open.larksuite.com mirror).
 CHAT_INVALID_PARAM = FeishuError(232001, "Your request contains an invalid request parameter.", 400)
 CHAT_ID_INVALID = FeishuError(232006, "Your request specifies a chat_id which is invalid.", 400)
 CHAT_OPERATOR_NOT_IN_CHAT = FeishuError(232011, "Operator can NOT be out of the chat.", 400)
 
 
-# --- interactive/v1/card/update: delayed update with a callback's token (reference §3.4) --------------------
+# --- interactive/v1/card/update: delayed update with a callback's token (feishu-protocol §3.4) --------------
 # Codes and meanings: the error table of https://open.feishu.cn/document/server-docs/im-v1/message-card/
 # delay-update-message-card (2025-09). HTTP 400 for all: UNCONFIRMED. Which code answers a token spent while
 # its callback is still unanswered is a GUESS (300030): the page only says such an update "fails or is undone
@@ -149,7 +149,7 @@ class Refusal(Exception):
         self.response = response
 
 
-# --- OAuth v2 token endpoint (reference §6.2, §6.3) --------------------------------------------------------
+# --- OAuth v2 token endpoint (feishu-protocol §6.2, §6.3) ---------------------------------------------------
 # The doc calls the endpoint RFC 6749 compliant and shows failures as top-level `code`, `error`,
 # `error_description` (example: 20050 server_error). The `error` strings and HTTP statuses below follow
 # RFC 6749 §5.2 (400; 401 for client authentication; 5xx for the retryable server errors): the RFC

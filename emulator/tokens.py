@@ -1,4 +1,4 @@
-"""tenant_access_token issuing with Feishu's reuse rule (reference §5).
+"""tenant_access_token issuing with Feishu's reuse rule (feishu-protocol §5).
 
 A call returns the current token while it has at least 30 minutes left (with `expire` = what is left),
 otherwise a fresh token; the old one stays valid until its own expiry, so two can be valid at once.

@@ -1,4 +1,4 @@
-"""Updating a sent card: `PATCH /open-apis/im/v1/messages/{message_id}` (reference §3.3).
+"""Updating a sent card: `PATCH /open-apis/im/v1/messages/{message_id}` (feishu-protocol §3.3).
 
 Rules: tenant token; only interactive messages this bot sent; only shared cards (`config.update_multi:
 true`, which JSON 2.0 cards always are); at most 14 days after sending (230031); the body at most 30 KB

@@ -1,4 +1,4 @@
-"""Acting as a user: judging a user_access_token on a business API (reference §6.6).
+"""Acting as a user: judging a user_access_token on a business API (feishu-protocol §6.6).
 
 `UserGate.require_user_token` is the one check every user-token route runs, so that a missing, invalid,
 revoked, rotated-out, expired or under-scoped token is refused the same way everywhere.
@@ -17,7 +17,7 @@ from emulator.replies import Refusal
 
 
 def looks_like_user_token(token: str) -> bool:
-    # v1 user tokens start with "u-", v2 ones are JWT-like "eyJ…" (reference §5); Feishu judges a
+    # v1 user tokens start with "u-", v2 ones are JWT-like "eyJ…" (feishu-protocol §5); Feishu judges a
     # token by that look before anything else (captured for 99991668).
     return token.startswith(("u-", "eyJ"))
 
@@ -37,7 +37,7 @@ class UserGate:
 
     def check_token(self, token: str) -> AccessRecord:
         """The token's record, or Refusal: 99991677 when it expired (refresh and retry), 99991668 when
-        it is unknown, revoked or rotated out (reference §6.6)."""
+        it is unknown, revoked or rotated out (feishu-protocol §6.6)."""
         state, record = self._auth.check_access(token)
         if state == "expired":
             raise Refusal(replies.error(replies.USER_TOKEN_EXPIRED))

@@ -1,4 +1,4 @@
-"""vc/v1 meeting routes: list_by_no, get and invite (reference §7), with Feishu's shapes, codes and limits.
+"""vc/v1 meeting routes: list_by_no, get and invite (feishu-protocol §7), with Feishu's shapes, codes, limits.
 
 Each handler: record and fire faults (gateway), judge the token, apply the API's frequency limit, validate
 like Feishu, then let `MeetingBook` decide. Codes come from `replies`, never from literals here.
@@ -25,7 +25,7 @@ USER_ID_TYPES = ("open_id", "union_id", "user_id")
 MAX_RANGE_SECONDS = 90 * 86400
 MAX_INVITEES = 10
 LIST_PAGE_SIZE_DEFAULT, LIST_PAGE_SIZE_MAX = 20, 50
-# user_type values (reference §7.1): 1 Feishu user … 7 SIP.
+# user_type values (feishu-protocol §7.1): 1 Feishu user … 7 SIP.
 USER_TYPES = range(1, 8)
 
 

@@ -1,6 +1,6 @@
 """Card JSON 2.0 building blocks: pure functions from our values to Feishu's card structure.
 
-Every text carries `i18n_content`, so each reader sees their client's language (reference §4.4; JSON 2.0
+Every text carries `i18n_content`, so each reader sees their client's language (feishu-protocol §4.4; JSON 2.0
 has no whole-card i18n, only per-component). Cards are sent with `update_multi` so later issues can
 update them in place for everyone.
 """

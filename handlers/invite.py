@@ -43,7 +43,7 @@ from handlers.invite_reasons import (
 
 log = structlog.get_logger("handlers.invite")
 
-# Feishu takes at most 10 invitees per call (reference §7.1).
+# Feishu takes at most 10 invitees per call (feishu-protocol §7.1).
 CHUNK = 10
 # @all in a chat of more members than this is refused rather than paged for minutes.
 MAX_MEMBER_PAGES = 50

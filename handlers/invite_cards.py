@@ -67,7 +67,7 @@ def format_meeting_no(meeting_no: str) -> str:
     return f"{meeting_no[:3]} {meeting_no[3:6]} {meeting_no[6:]}" if len(meeting_no) == 9 else meeting_no
 
 
-# Feishu's limits for a card (reference §4.4), with room to spare for what Feishu adds when it renders.
+# Feishu's limits for a card (feishu-protocol §4.4), with room to spare for what Feishu adds when it renders.
 MAX_CARD_BYTES = 28 * 1024
 MAX_ELEMENTS = 190
 # Distinct failure reasons shown as their own group; the rest are counted together.

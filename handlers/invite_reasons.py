@@ -1,7 +1,7 @@
 """Why an invitation failed, in one sentence that says what to do: the one table of invite errors.
 
-Codes come from the vc/v1 invite API (reference §7.1 and the issue's seed table) and the token codes
-of reference §6.6. Meanings marked UNCONFIRMED are our best reading; unknown codes still show the code
+Codes come from the vc/v1 invite API (feishu-protocol §7.1 and the issue's seed table) and the token codes
+of feishu-protocol §6.6. Meanings marked UNCONFIRMED are our best reading; unknown codes still show the code
 and Feishu's log_id, so a user can quote them to support.
 """
 

@@ -7,6 +7,7 @@ broken here fails CI; `test_a_forbidden_import_is_caught` shows the checker catc
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +112,15 @@ def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
         "bot/web.py:1: bot.web (bot) imports emulator",
         "handlers/router.py:1: handlers.router (handlers) imports bot",
     ]
+
+
+def test_every_protocol_citation_resolves_in_the_repository() -> None:
+    protocol = (ROOT / "docs" / "feishu-protocol.md").read_text()
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", protocol, re.MULTILINE))
+    cited: dict[str, list[str]] = {}
+    for package in (*PACKAGES, "tests", "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            for number in re.findall(r"feishu-protocol §(\d+(?:\.\d+)?)", path.read_text()):
+                cited.setdefault(number, []).append(str(path.relative_to(ROOT)))
+    assert cited, "no citations found: has the citation form changed?"
+    assert {number: paths for number, paths in cited.items() if number not in sections} == {}

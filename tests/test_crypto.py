@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from bot.feishu.crypto import DecryptError, PayloadCipher, card_signature_v1, event_signature
 
-# Feishu's documented sample (reference §1.3, vector 1).
+# Feishu's documented sample (feishu-protocol §1.3, vector 1).
 DOC_KEY = "test key"
 DOC_CIPHERTEXT = "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="
 
-# From the Go SDK's dispatcher test (reference §1.3, vector 2).
+# From the Go SDK's dispatcher test (feishu-protocol §1.3, vector 2).
 GO_KEY = "1212121212"
 GO_CIPHERTEXT = (
     "bZ3L7yh6m3Fkuffl4g+3uGjIHnhOm5fVZbKVuyT8t7tcd5ABMYm8l28/X900ZL3knZ7n+sCREu/H2WnIzft0amC7+xWqNH8o25IU6"
@@ -27,7 +27,7 @@ GO_CIPHERTEXT = (
     "5rpEDe3sL2GN+Xsd+g9yBs7FqdMV8mXTGgLjCqjrPrke5/km76Q3Pe6KPs2YexMRG4MkSx3xUTzZnNn7zIzShPcjeSwBd2pxk6ht5"
     "N+fzueZdxl6Oo="
 )
-# The body the Go SDK's mockEventReq signs (reference §1.4, second self-computed vector).
+# The body the Go SDK's mockEventReq signs (feishu-protocol §1.4, second self-computed vector).
 GO_SIGNED_BODY = (
     '{"schema":"2.0","header":{"event_id":"f7984f25108f8137722bb63cee927e66",'
     '"event_type":"contact.user.created_v3","app_id":"cli_xxxxxxxx","tenant_key":"xxxxxxx",'

@@ -1,4 +1,4 @@
-"""Card clicks in the emulator (reference §3): the callbacks it sends are checked with lark-oapi's own
+"""Card clicks in the emulator (feishu-protocol §3): the callbacks it sends are checked with lark-oapi's own
 handlers (`EventDispatcherHandler` for `card.action.trigger`, `CardActionHandler` for the legacy SHA-1 one),
 the client's judgement of the bot's answer (3 s, non-200, bad body) and the update token's rules.
 

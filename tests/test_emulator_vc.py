@@ -1,4 +1,4 @@
-"""The emulator's video meetings over real loopback HTTP: list_by_no, get and invite (reference §7)."""
+"""The emulator's video meetings over real loopback HTTP: list_by_no, get and invite (feishu-protocol §7)."""
 
 from __future__ import annotations
 

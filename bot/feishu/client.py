@@ -1,4 +1,4 @@
-"""The Open API calls the bot makes, typed end to end (reference §2–§8)."""
+"""The Open API calls the bot makes, typed end to end (feishu-protocol §2–§8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Feishu's payload encryption and request signatures (reference §1.3, §1.4, §3.2).
+"""Feishu's payload encryption and request signatures (feishu-protocol §1.3, §1.4, §3.2).
 
 Encrypted bodies: AES-256-CBC, key = SHA-256(Encrypt Key), base64(IV || ciphertext), PKCS#7 padding.
 Event signature: hex(SHA-256(timestamp + nonce + Encrypt Key + raw body)), plain SHA-256, not HMAC.

@@ -1,4 +1,4 @@
-"""The Open API calls the bot makes, with Feishu's published rate limits for each (reference §4–§7)."""
+"""The Open API calls the bot makes, with Feishu's published rate limits for each (feishu-protocol §4–§7)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class Endpoint:
     name: str
     method: str
     path: str
-    # Feishu's published per-app limits for this call (reference §4, §7).
+    # Feishu's published per-app limits for this call (feishu-protocol §4, §7).
     limits: tuple[Limit, ...] = ()
 
 
@@ -31,11 +31,11 @@ MESSAGE_CREATE = Endpoint("im.message.create", "POST", "/open-apis/im/v1/message
 MESSAGE_PATCH = Endpoint("im.message.patch", "PATCH", "/open-apis/im/v1/messages/{message_id}", PER_APP)
 EPHEMERAL_SEND = Endpoint("ephemeral.send", "POST", "/open-apis/ephemeral/v1/send", PER_APP)
 EPHEMERAL_DELETE = Endpoint("ephemeral.delete", "POST", "/open-apis/ephemeral/v1/delete", PER_APP)
-# Feishu takes at most 5 updates per second to one message (reference §3.3).
+# Feishu takes at most 5 updates per second to one message (feishu-protocol §3.3).
 PER_MESSAGE_UPDATES = (Limit(5, 1.0),)
 OAUTH_TOKEN = Endpoint("authen.oauth.token", "POST", "/open-apis/authen/v2/oauth/token", PER_APP)
 USER_INFO = Endpoint("authen.user_info", "GET", "/open-apis/authen/v1/user_info", PER_APP)
-# Feishu allows 5 messages per second in one chat, shared by every bot in it (reference §4.1).
+# Feishu allows 5 messages per second in one chat, shared by every bot in it (feishu-protocol §4.1).
 PER_CHAT_MESSAGES = (Limit(5, 1.0),)
 MEETING_LIST_BY_NO = Endpoint(
     # Only 100 calls a minute per app: results are cached by the caller.

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-# The tenant_access_token is no longer accepted: fetch a new one and try once more (reference §5, §6.6).
+# The tenant_access_token is no longer accepted: fetch a new one and try once more (feishu-protocol §5, §6.6).
 TENANT_TOKEN_INVALID = frozenset({99991663, 99991664, 99991671})
 # "Too many requests": the gateway's 99991400 (with HTTP 429 or 400), the per-chat message limit 230020,
-# and 11232, the tenant's message-service limit (community-reported, UNCONFIRMED; reference §4.1).
+# and 11232, the tenant's message-service limit (community-reported, UNCONFIRMED; feishu-protocol §4.1).
 RATE_LIMITED = frozenset({99991400, 230020, 11232})
-# The user_access_token is invalid or expired: refresh once and retry once (reference §6.3, §6.6).
+# The user_access_token is invalid or expired: refresh once and retry once (feishu-protocol §6.3, §6.6).
 USER_TOKEN_EXPIRED = frozenset({99991668, 99991677})
 # The user has not granted a scope this call needs; `error.permission_violations` names it.
 SCOPE_NOT_GRANTED = 99991679

@@ -1,4 +1,4 @@
-"""Typed event envelopes and the event bodies the bot reads (reference §1.6, §2).
+"""Typed event envelopes and the event bodies the bot reads (feishu-protocol §1.6, §2).
 
 Both schema 2.0 and the legacy 1.0 envelope are normalised into one `EventEnvelope`, which is what the
 inbox stores and the handlers receive. The Verification Token is split off during parsing so it is
@@ -180,7 +180,7 @@ def dedupe_key(envelope: EventEnvelope) -> str:
     """The key under which a delivery counts as already seen.
 
     Feishu may push one message twice under different event_ids, so messages are keyed by message_id
-    (reference §1.7); every other event by its event_id (1.0: uuid).
+    (feishu-protocol §1.7); every other event by its event_id (1.0: uuid).
     """
     if envelope.event_type == MESSAGE_RECEIVE:
         return "message:" + parse_message_receive(envelope).message.message_id
@@ -227,7 +227,7 @@ class CardActionContext(_Lenient):
 
 
 class CardActionEvent(_Lenient):
-    """`card.action.trigger`: someone clicked a button on a card the bot sent (reference §3.1)."""
+    """`card.action.trigger`: someone clicked a button on a card the bot sent (feishu-protocol §3.1)."""
 
     operator: CardOperator
     # The card-update token (`c-...`): 30 minutes, two uses. Not the Verification Token.

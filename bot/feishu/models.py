@@ -48,7 +48,7 @@ class TenantAccessTokenRequest(_Request):
 
 
 class TenantAccessTokenResponse(ApiResponse):
-    # Top level, not under `data` (reference §5).
+    # Top level, not under `data` (feishu-protocol §5).
     tenant_access_token: str = Field(min_length=1)
     expire: int = Field(gt=0)
 
@@ -65,7 +65,7 @@ class BotInfo(BaseModel):
 
 
 class BotInfoResponse(ApiResponse):
-    # Top level `bot`, not `data` (reference §2).
+    # Top level `bot`, not `data` (feishu-protocol §2).
     bot: BotInfo
 
 
@@ -117,7 +117,7 @@ def card_content(card: dict[str, Any]) -> str:
     return json.dumps(card, ensure_ascii=False, separators=(",", ":"))
 
 
-# --- authen (user OAuth, reference §6) ------------------------------------------------------------------
+# --- authen (user OAuth, feishu-protocol §6) ----------------------------------------------------------------
 
 
 class OAuthTokenRequest(_Request):
@@ -187,7 +187,7 @@ class MessagePatchRequest(_Request):
     content: str
 
 
-# --- vc/v1 meetings (reference §7) ---------------------------------------------------------------------
+# --- vc/v1 meetings (feishu-protocol §7) --------------------------------------------------------------------
 
 
 class MeetingBrief(BaseModel):
@@ -269,7 +269,7 @@ class InviteMeetingResponse(ApiResponse):
     data: InviteResults = InviteResults()
 
 
-# --- im/v1 chat members, contact/v3 batch_get_id (reference §8) ----------------------------------------
+# --- im/v1 chat members, contact/v3 batch_get_id (feishu-protocol §8) ---------------------------------------
 
 
 class ChatMember(BaseModel):

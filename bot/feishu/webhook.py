@@ -1,4 +1,4 @@
-"""Opening a webhook request: signature, replay window, decryption, token, envelope (reference §1).
+"""Opening a webhook request: signature, replay window, decryption, token, envelope (feishu-protocol §1).
 
 A pure function of (headers, raw body, clock), so the rules are tested without a server and the web
 layer stays a thin adapter. Every refusal carries the HTTP status that tells Feishu the truth.
@@ -168,7 +168,7 @@ def _decrypt(cipher: PayloadCipher, encrypted: object, signed: bool) -> dict[str
 def open_card_request(
     headers: Mapping[str, str], body: bytes, secrets: WebhookSecrets, now: float
 ) -> UrlVerification | EventEnvelope:
-    """Check and parse one POST to the legacy card callback URL (reference §3.2).
+    """Check and parse one POST to the legacy card callback URL (feishu-protocol §3.2).
 
     Legacy callbacks are signed with SHA-1 over timestamp + nonce + Verification Token + body, and
     carry a flat body; they become the same `card.action.trigger` envelope as new-style callbacks, so

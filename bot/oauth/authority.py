@@ -1,6 +1,6 @@
 """Acting as a user: a usable access token, refreshed once at a time, and calls retried after a refresh.
 
-Refresh tokens are single use and rotate (reference §6.3): two refreshes racing with the same refresh
+Refresh tokens are single use and rotate (feishu-protocol §6.3): two refreshes racing with the same refresh
 token would leave one of them holding a dead token, and the user would have to authorize again. So a
 user's refresh runs under an in-process lock *and* a lease in the store (for processes sharing it), and
 the new pair is written back with compare-and-set before anyone uses it.

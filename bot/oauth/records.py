@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.feishu.events import EventEnvelope
 
-# Feishu ends every authorization 365 days after the user granted it (reference §6.3).
+# Feishu ends every authorization 365 days after the user granted it (feishu-protocol §6.3).
 AUTHORIZATION_LIFETIME_SECONDS = 365 * 24 * 3600
 
 
