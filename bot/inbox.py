@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 from pydantic import ValidationError
 
-from bot.clock import Clock, system_clock
+from bot.clock import Clock, backoff, system_clock
 from bot.feishu.events import EventEnvelope, MalformedEvent, dedupe_key, ordering_key
 from bot.metrics import Metrics
 from bot.store import InboxItem, Store
@@ -237,7 +236,7 @@ class Inbox:
                         "could not record an event's outcome", inbox_id=item_id, error=type(error).__name__
                     )
                     return
-                await asyncio.sleep(0.1 * 2**attempt)
+                await asyncio.sleep(backoff(attempt, base=0.2))
 
     async def _after_failure(self, item: InboxItem, envelope: EventEnvelope, error: Exception) -> None:
         reason = f"{type(error).__name__}: {error}"[:_MAX_ERROR_TEXT]
@@ -247,9 +246,7 @@ class Inbox:
             log.error("event dead", attempts=item.attempts, reason=reason)
             await self._tell_dead(envelope, reason)
             return
-        # Exponential backoff with jitter, so a failing dependency is not hammered in lockstep.
-        delay = min(self._retry_cap, self._retry_base * 2 ** (item.attempts - 1))
-        delay *= random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        delay = backoff(item.attempts, base=self._retry_base, cap=self._retry_cap)
         await self._bookkeep(
             self._store.retry_event, item.id, error=reason, next_attempt_at=self._clock() + delay
         )

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from bot.clock import Clock, system_clock
+from bot.clock import Clock, backoff, system_clock
 from bot.feishu.endpoints import (
     TENANT_TOKEN,
     Endpoint,
@@ -224,8 +224,7 @@ class FeishuTransport:
                 return min(self._retry.cap_seconds * 6, reset) + random.uniform(0, 0.25)  # noqa: S311
             except ValueError:
                 pass
-        delay = min(self._retry.cap_seconds, self._retry.base_seconds * 2.0 ** (attempt - 1))
-        return delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        return backoff(attempt, base=self._retry.base_seconds, cap=self._retry.cap_seconds)
 
 
 def _interpret(

@@ -9,7 +9,6 @@ the new pair is written back with compare-and-set before anyone uses it.
 from __future__ import annotations
 
 import asyncio
-import random
 import secrets
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,7 @@ from typing import TypeVar
 
 import structlog
 
-from bot.clock import Clock
+from bot.clock import Clock, backoff
 from bot.feishu.client import FeishuClient
 from bot.feishu.errors import (
     AUTHORIZATION_GONE,
@@ -297,7 +296,7 @@ class UserAuthority:
                     raise
                 if attempt == _REFRESH_ATTEMPTS:
                     raise
-                await self._sleep(0.2 * 2**attempt * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+                await self._sleep(backoff(attempt, base=0.4))
         raise AssertionError("unreachable")
 
     @asynccontextmanager
