@@ -22,9 +22,10 @@ from bot.oauth.flow import AuthorizationFlow
 from bot.oauth.sealing import Sealer
 from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
-from bot.web import EventIntake, OAuthCallback, add_routes, no_tracebacks
+from bot.web import ClickToasts, EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
 from handlers.card_actions import CardActions
+from handlers.clicks import NOT_STORED, ON_IT, toast
 from handlers.clicks import preflight as check_click
 from handlers.context import Services
 from handlers.meetings import MeetingFinder
@@ -49,6 +50,7 @@ class Runtime:
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
+INTAKE_TOASTS = ClickToasts(received=toast("info", ON_IT), not_stored=toast("error", NOT_STORED))
 
 
 def _metrics_listener(
@@ -96,8 +98,8 @@ def create_app(
         verdict = await check_click(app[RUNTIME].services, envelope)
         return verdict.act, verdict.toast
 
-    events = EventIntake(secrets, accept, metrics, clock, preflight)
-    cards = EventIntake(secrets, accept, metrics, clock, preflight, opener=open_card_request)
+    events = EventIntake(secrets, accept, metrics, clock, preflight, INTAKE_TOASTS)
+    cards = EventIntake(secrets, accept, metrics, clock, preflight, INTAKE_TOASTS, opener=open_card_request)
 
     async def readiness() -> list[str]:
         runtime = app.get(RUNTIME)

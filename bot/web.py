@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -35,16 +35,17 @@ Opener = Callable[[Mapping[str, str], bytes, WebhookSecrets, float], UrlVerifica
 PREFLIGHT_SECONDS = 1.5
 # The whole answer to a click, check and write together, well inside Feishu's 3 s.
 CLICK_BUDGET_SECONDS = 2.3
-CLICK_RECEIVED = {
-    "type": "info",
-    "content": "Got it: working on it…",
-    "i18n": {"zh_cn": "收到，处理中…", "en_us": "Got it: working on it…"},
-}
-CLICK_FAILED = {
-    "type": "error",
-    "content": "That did not go through; please try again.",
-    "i18n": {"zh_cn": "没有成功，请再试一次。", "en_us": "That did not go through; please try again."},
-}
+
+
+@dataclass(frozen=True)
+class ClickToasts:
+    """What the intake itself answers a click with; the wording belongs to the handlers (handlers.clicks)."""
+
+    # The check before the ack was too slow: the click is taken, the inbox decides for good.
+    received: dict[str, Any]
+    # The click could not be stored: it is not done, and Feishu never sends it again.
+    not_stored: dict[str, Any]
+
 
 # Metric labels stay a small fixed set whatever event types a sender makes up.
 _LABELLED_TYPES = frozenset({MESSAGE_RECEIVE, CARD_ACTION_TRIGGER})
@@ -85,8 +86,10 @@ class EventIntake:
         metrics: Metrics,
         clock: Clock,
         preflight: ClickPreflight,
+        toasts: ClickToasts,
         opener: Opener = open_event_request,
     ) -> None:
+        self._toasts = toasts
         self._secrets = secrets
         self._accept = accept
         self._metrics = metrics
@@ -128,12 +131,12 @@ class EventIntake:
                 self._metrics.events_rejected.labels("400").inc()
                 log.info("webhook request refused", status=400, reason=f"malformed event: {error}")
                 if is_click:  # a click is never redelivered: tell the clicker, in the only way Feishu shows
-                    return web.json_response({"toast": CLICK_FAILED})
+                    return web.json_response({"toast": self._toasts.not_stored})
                 return web.json_response({"msg": f"malformed event: {error}"}, status=400)
             except Exception as error:
                 log.error("event could not be stored", error=type(error).__name__)
                 if is_click:
-                    return web.json_response({"toast": CLICK_FAILED})
+                    return web.json_response({"toast": self._toasts.not_stored})
                 # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
                 return web.json_response({"msg": "temporarily unavailable"}, status=503)
             if fresh:
@@ -166,7 +169,7 @@ class EventIntake:
                 return await self._preflight(envelope)
         except TimeoutError:
             # Slow store: act anyway (the inbox decides for good) rather than miss Feishu's deadline.
-            return True, CLICK_RECEIVED
+            return True, self._toasts.received
 
 
 class OAuthCallback:

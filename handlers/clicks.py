@@ -72,6 +72,9 @@ CLICK_SENT_NOT_SHOWN = Text(
     "邀请已经发出，但我没能更新卡片。请在会议里查看谁已加入。",
     "The invitations went out, but I could not update the card: check the meeting to see who joined.",
 )
+# ON_IT and NOT_STORED are also what the web intake answers by itself (bot/app.py hands them over), so
+# that every toast a clicker reads is worded here.
+NOT_STORED = Text("没有成功，请再试一次。", "That did not go through; please try again.")
 NO_NUMBER = Text("请填写 9 位会议号或会议链接。", "Fill in a 9-digit meeting number or a meeting link.")
 
 
