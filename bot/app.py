@@ -24,11 +24,11 @@ from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
 from bot.web import ClickToasts, EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
-from handlers.card_actions import CardActions
-from handlers.clicks import NOT_STORED, ON_IT, toast
-from handlers.clicks import preflight as check_click
 from handlers.context import Services
-from handlers.meetings import MeetingFinder
+from handlers.invite.buttons import CardActions
+from handlers.invite.clicks import NOT_STORED, ON_IT, toast
+from handlers.invite.clicks import preflight as check_click
+from handlers.invite.meetings import MeetingFinder
 from handlers.router import Router, default_commands
 
 log = structlog.get_logger("bot.app")

@@ -13,9 +13,9 @@ from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
-from handlers.card_actions import CardActions
 from handlers.cards import Card
-from handlers.meetings import MeetingFinder
+from handlers.invite.buttons import CardActions
+from handlers.invite.meetings import MeetingFinder
 
 
 @dataclass(frozen=True)

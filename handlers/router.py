@@ -15,11 +15,11 @@ from bot.feishu.events import (
 )
 from bot.oauth.records import AuthorizationGranted
 from handlers.account import login_command, logout_command, show_authorized
-from handlers.clicks import on_click, on_click_dead
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, too_long_card, unknown_command_card
-from handlers.invite import invite_command
+from handlers.invite.clicks import on_click, on_click_dead
+from handlers.invite.command import invite_command
 from handlers.messages import MAX_COMMAND_CHARS, read_message
 
 log = structlog.get_logger("handlers")

@@ -103,12 +103,12 @@ def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     for package in PACKAGES:
         (tmp_path / package).mkdir(exist_ok=True)
     (tmp_path / "bot" / "feishu" / "client.py").write_text(
-        "def later() -> None:\n    from handlers.invite import proceed\n"
+        "def later() -> None:\n    from handlers.invite.command import proceed\n"
     )
     (tmp_path / "bot" / "web.py").write_text("from emulator import Emulator\n")
     (tmp_path / "handlers" / "router.py").write_text("from bot import web\nfrom . import cards\n")
     assert violations(tmp_path) == [
-        "bot/feishu/client.py:2: bot.feishu.client (bot.feishu) imports handlers.invite",
+        "bot/feishu/client.py:2: bot.feishu.client (bot.feishu) imports handlers.invite.command",
         "bot/web.py:1: bot.web (bot) imports emulator",
         "handlers/router.py:1: handlers.router (handlers) imports bot",
     ]

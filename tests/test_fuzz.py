@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import EventEnvelope, Mention, UserId
 from bot.feishu.webhook import Rejected, WebhookSecrets, open_card_request, open_event_request
-from handlers.invite_grammar import read_invite
+from handlers.invite.grammar import read_invite
 from handlers.messages import message_text
 
 BUDGET = timedelta(milliseconds=750)

@@ -17,7 +17,7 @@ from bot.feishu.events import Mention, UserId
 from bot.listener import GUARD, ConnectionGuard, start_listener
 from emulator import EmulatorConfig, Fault
 from emulator.config import MEETING_IN_PROGRESS, generated_open_id
-from handlers.invite_grammar import read_invite
+from handlers.invite.grammar import read_invite
 from tests.harness import (
     ALICE,
     ALICE_DM,

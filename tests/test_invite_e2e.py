@@ -11,7 +11,7 @@ import pytest
 
 from emulator import EmulatorConfig, Fault
 from emulator.config import MEETING_IN_PROGRESS, generated_open_id
-from handlers.invite_reasons import NEEDS_AUTHORIZATION, NOT_INVITED, REASONS, UNCERTAIN, UNKNOWN_EMAIL
+from handlers.invite.reasons import NEEDS_AUTHORIZATION, NOT_INVITED, REASONS, UNCERTAIN, UNKNOWN_EMAIL
 from tests.harness import (
     ALICE,
     BOB,

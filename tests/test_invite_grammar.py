@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from bot.feishu.events import Mention, MessageReceiveEvent, UserId
 from bot.feishu.models import Meeting
 from handlers.i18n import Text
-from handlers.invite_cards import Outcome, result_card
-from handlers.invite_grammar import read_invite
+from handlers.invite.cards import Outcome, result_card
+from handlers.invite.grammar import read_invite
 from handlers.messages import message_text, read_message
 
 SENDER = "ou_sender"

@@ -15,12 +15,12 @@ from bot.feishu.events import is_open_id
 from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired, TokenUnavailable
 from handlers.account import ask_to_authorize
-from handlers.card_actions import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
 from handlers.cards import Card
 from handlers.commands import Command
 from handlers.context import CommandContext
 from handlers.i18n import Text
-from handlers.invite_cards import (
+from handlers.invite.buttons import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
+from handlers.invite.cards import (
     Outcome,
     StoredOutcome,
     confirm_card,
@@ -31,8 +31,8 @@ from handlers.invite_cards import (
     result_card,
     too_many_card,
 )
-from handlers.invite_grammar import InviteRequest, read_invite
-from handlers.invite_reasons import (
+from handlers.invite.grammar import InviteRequest, read_invite
+from handlers.invite.reasons import (
     INTERRUPTED,
     NEEDS_AUTHORIZATION,
     NOT_INVITED,
@@ -41,7 +41,7 @@ from handlers.invite_reasons import (
     reason_for,
 )
 
-log = structlog.get_logger("handlers.invite")
+log = structlog.get_logger("handlers.invite.command")
 
 # Feishu takes at most 10 invitees per call (feishu-protocol §7.1).
 CHUNK = 10

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from bot.clock import Clock
 from bot.feishu.models import Meeting
 from bot.store import Store
-from handlers.invite_cards import StoredOutcome
-from handlers.invite_reasons import INTERRUPTED, UNCERTAIN
+from handlers.invite.cards import StoredOutcome
+from handlers.invite.reasons import INTERRUPTED, UNCERTAIN
 
 NAMESPACE = "card_action"
 _MAYBE_INVITED = {(UNCERTAIN.zh_cn, UNCERTAIN.en_us), (INTERRUPTED.zh_cn, INTERRUPTED.en_us)}

@@ -22,7 +22,10 @@ from bot.feishu.models import (
 )
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
-from handlers.card_actions import (
+from handlers.cards import Card, card, ephemeral_notice, markdown
+from handlers.context import CommandContext, IncomingMessage, Services, reply_uuid
+from handlers.i18n import Text
+from handlers.invite.buttons import (
     CancelInvite,
     CardAction,
     ConfirmInvite,
@@ -30,18 +33,7 @@ from handlers.card_actions import (
     InviteMore,
     RetryFailed,
 )
-from handlers.cards import Card, card, ephemeral_notice, markdown
-from handlers.context import CommandContext, IncomingMessage, Services, reply_uuid
-from handlers.i18n import Text
-from handlers.invite import (
-    InviteLimits,
-    already_invited,
-    confirm_first,
-    invite_once,
-    offer_followups,
-    proceed,
-)
-from handlers.invite_cards import (
+from handlers.invite.cards import (
     MEETING_FIELD,
     PEOPLE_FIELD,
     Outcome,
@@ -49,10 +41,18 @@ from handlers.invite_cards import (
     result_card,
     too_many_card,
 )
-from handlers.invite_grammar import InviteRequest, meeting_number
-from handlers.invite_reasons import NEEDS_AUTHORIZATION
+from handlers.invite.command import (
+    InviteLimits,
+    already_invited,
+    confirm_first,
+    invite_once,
+    offer_followups,
+    proceed,
+)
+from handlers.invite.grammar import InviteRequest, meeting_number
+from handlers.invite.reasons import NEEDS_AUTHORIZATION
 
-log = structlog.get_logger("handlers.clicks")
+log = structlog.get_logger("handlers.invite.clicks")
 
 MAX_PICKED = 200
 
