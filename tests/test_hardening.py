@@ -361,6 +361,27 @@ async def test_a_click_that_cannot_be_done_says_so_and_gives_the_button_back(tmp
         await world.close()
 
 
+async def test_in_a_direct_chat_a_click_that_cannot_be_done_is_answered_there(tmp_path: Path) -> None:
+    world = await open_world(tmp_path)
+    try:
+        world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+        await invite(world, "/invite 123456789 @Bob @Carol", chat=ALICE_DM)
+        world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
+        card = world.emulator.messages[-1]
+        [button] = [b for b in world.emulator.card_buttons(card.message_id) if "Retry" in json.dumps(b)]
+        assert isinstance(world.clock, ManualClock)
+        world.clock.advance(7200 - 60)
+        world.emulator.add_fault(Fault(route="user_token", status=500, code=20050, times=1000))
+        before = len([m for m in world.emulator.messages if m.chat_id == ALICE_DM])
+        assert (await world.emulator.click(ALICE, card.message_id, button["value"])).ok
+        replies = await world.emulator.wait_for_messages(before + 1, chat_id=ALICE_DM, timeout=30)
+        assert "did not go through" in json.dumps(replies[-1].content)
+        # No ephemeral card outside a group: the notice is a reply in the direct chat.
+        assert [m for m in world.emulator.ephemeral_messages if m.chat_id == ALICE_DM] == []
+    finally:
+        await world.close()
+
+
 async def test_a_retried_click_never_rings_anyone_twice(tmp_path: Path) -> None:
     world = await open_world(tmp_path)
     try:

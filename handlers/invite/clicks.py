@@ -186,7 +186,9 @@ async def on_click_dead(services: Services, envelope: EventEnvelope, reason: str
     except MalformedEvent:
         return
     action_id = _action_id(event)
-    context = _context_of(services, envelope, event, None)
+    # Still claimed by this click, so it reads back: what it was for, and in which kind of chat.
+    action = await services.actions.claim(action_id, envelope.event_id)
+    context = _context_of(services, envelope, event, action)
     sent = await already_invited(context)
     if sent:
         await services.actions.void(action_id)
@@ -224,9 +226,7 @@ async def _cancelled(context: CommandContext, event: CardActionEvent, action: Ca
         return
     # From "Invite more": the result card comes back as it was, with fresh buttons.
     rows = [stored.restore() for stored in action.prior]
-    await _show_result(
-        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
-    )
+    await _show_result(context, event, action.meeting, rows, _limits(action))
 
 
 async def _meeting_given(context: CommandContext, event: CardActionEvent, action: GiveMeeting) -> None:
@@ -240,18 +240,21 @@ async def _meeting_given(context: CommandContext, event: CardActionEvent, action
     async def respond(card: Card) -> None:
         await _update_card(context.services, event, card)
 
-    await proceed(context, request, InviteLimits(action.ceiling, action.confirm_above), respond)
+    await proceed(context, request, _limits(action), respond)
 
 
 async def _confirmed(context: CommandContext, event: CardActionEvent, action: ConfirmInvite) -> None:
     unknown = [stored.restore() for stored in action.unknown]
     added = await invite_once(context, action.meeting, action.people, unknown)
     rows = _merged([stored.restore() for stored in action.prior], added)
-    await _show_result(
-        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
-    )
+    await _show_result(context, event, action.meeting, rows, _limits(action))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in added):
         await ask_to_authorize(context)
+
+
+def _limits(action: CardAction) -> InviteLimits:
+    """The limits the command had when it offered this button: a click keeps to them."""
+    return InviteLimits(action.ceiling, action.confirm_above)
 
 
 def _merged(rows: list[Outcome], added: list[Outcome]) -> list[Outcome]:
@@ -289,9 +292,7 @@ async def _retry_failed(context: CommandContext, event: CardActionEvent, action:
     log.info(
         "retried failed invitations", retried=len(retried), invited=invited, clicker=event.operator.open_id
     )
-    await _show_result(
-        context, event, action.meeting, rows, InviteLimits(action.ceiling, action.confirm_above)
-    )
+    await _show_result(context, event, action.meeting, rows, _limits(action))
 
 
 async def _invite_more(context: CommandContext, event: CardActionEvent, action: InviteMore) -> None:
@@ -300,7 +301,7 @@ async def _invite_more(context: CommandContext, event: CardActionEvent, action: 
     already = {row.open_id for row in rows if row.invited}
     skip = {clicker, context.services.bot.open_id, *already}
     people = [open_id for open_id in _picked_people(event) if open_id not in skip]
-    limits = InviteLimits(action.ceiling, action.confirm_above)
+    limits = _limits(action)
     if len(people) > limits.ceiling:
         await _update_card(context.services, event, too_many_card(len(people), limits.ceiling))
         return
