@@ -24,12 +24,12 @@ from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
 from bot.web import ClickToasts, EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
+from handlers.buttons import CardActions
+from handlers.clicks import NOT_STORED, ON_IT, toast
+from handlers.clicks import preflight as check_click
 from handlers.context import Services
-from handlers.invite.buttons import CardActions
-from handlers.invite.clicks import NOT_STORED, ON_IT, toast
-from handlers.invite.clicks import preflight as check_click
 from handlers.invite.meetings import MeetingFinder
-from handlers.router import Router, default_commands
+from handlers.router import Router, default_buttons, default_commands
 
 log = structlog.get_logger("bot.app")
 
@@ -163,7 +163,7 @@ def create_app(
                 authority=authority,
                 flow=flow,
                 meetings=MeetingFinder(client, store, clock),
-                actions=CardActions(store, clock),
+                actions=CardActions(store, clock, default_buttons()),
                 metrics=metrics,
             )
             router = Router(

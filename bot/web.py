@@ -28,7 +28,7 @@ _CHUNK = 64 * 1024
 BODY_SECONDS = 10.0
 
 Accept = Callable[[EventEnvelope], Awaitable[bool]]
-# Whether to act on a click, and the toast to answer with (see handlers.invite.clicks).
+# Whether to act on a click, and the toast to answer with (see handlers.clicks).
 ClickPreflight = Callable[[EventEnvelope], Awaitable[tuple[bool, dict[str, Any]]]]
 Opener = Callable[[Mapping[str, str], bytes, WebhookSecrets, float], UrlVerification | EventEnvelope]
 # Feishu waits 3 s for a callback's answer; leave room for the network.
@@ -39,7 +39,7 @@ CLICK_BUDGET_SECONDS = 2.3
 
 @dataclass(frozen=True)
 class ClickToasts:
-    """What the intake itself answers a click with; worded by the handlers (handlers.invite.clicks)."""
+    """What the intake itself answers a click with; worded by the handlers (handlers.clicks)."""
 
     # The check before the ack was too slow: the click is taken, the inbox decides for good.
     received: dict[str, Any]

@@ -85,6 +85,19 @@ def markdown(text: Text) -> dict[str, Any]:
     return {"tag": "markdown", **_i18n(text)}
 
 
+ButtonStyle = Literal["default", "primary", "danger"]
+
+
+def callback_button(text: Text, action_id: str, style: ButtonStyle = "default") -> dict[str, Any]:
+    """A button whose click sends back only `action_id` (what it does is kept server side)."""
+    return {
+        "tag": "button",
+        "type": style,
+        "text": plain_text(text),
+        "behaviors": [{"type": "callback", "value": {"action_id": action_id}}],
+    }
+
+
 def divider() -> dict[str, Any]:
     return {"tag": "hr"}
 

@@ -13,8 +13,8 @@ from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
+from handlers.buttons import CardActions
 from handlers.cards import Card
-from handlers.invite.buttons import CardActions
 from handlers.invite.meetings import MeetingFinder
 
 

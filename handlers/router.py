@@ -15,10 +15,12 @@ from bot.feishu.events import (
 )
 from bot.oauth.records import AuthorizationGranted
 from handlers.account import login_command, logout_command, show_authorized
+from handlers.buttons import ButtonTable
+from handlers.clicks import on_click, on_click_dead
 from handlers.commands import CommandTable
 from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, too_long_card, unknown_command_card
-from handlers.invite.clicks import on_click, on_click_dead
+from handlers.invite.clicks import INVITE_BUTTONS
 from handlers.invite.command import invite_command
 from handlers.messages import MAX_COMMAND_CHARS, read_message
 
@@ -32,6 +34,11 @@ def default_commands(invite_ceiling: int = 200, confirm_above: int = 10) -> Comm
     table.add(logout_command())
     table.add(help_command(table))
     return table
+
+
+def default_buttons() -> ButtonTable:
+    """Every button kind the features offer on cards; a click of any other kind is an expired button."""
+    return ButtonTable(INVITE_BUTTONS)
 
 
 class Router:

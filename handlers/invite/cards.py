@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
 from bot.feishu.models import Meeting
-from handlers.cards import Card, Template, card, literal, markdown, mention
+from handlers.cards import Card, Template, callback_button, card, literal, markdown, mention
 from handlers.i18n import Text
 
 # Name people one by one up to this many successes; past it, a count reads better and stays small.
@@ -80,21 +81,16 @@ PEOPLE_FIELD = "people"
 
 
 def result_card(
-    meeting: Meeting,
-    outcomes: Sequence[Outcome],
-    *,
-    retry_action: str | None = None,
-    more_action: str | None = None,
+    meeting: Meeting, outcomes: Sequence[Outcome], followups: Sequence[dict[str, Any]] = ()
 ) -> Card:
     """The result card, naming fewer people until it fits Feishu's size and element limits.
 
-    `retry_action` is the id of a kept "retry failed" action: its button sends only that id back.
+    `followups` are the elements of the buttons it offers (`Button.element`), shown below the rows.
     """
     listed = LISTED_FAILURES
     while True:
-        built = _result_card(meeting, outcomes, listed, retry_action)
-        if more_action is not None:
-            built["body"]["elements"].append(_invite_more_form(more_action))
+        built = _result_card(meeting, outcomes, listed)
+        built["body"]["elements"].extend(followups)
         if listed == 0 or (_size(built) <= MAX_CARD_BYTES and _elements_in(built) <= MAX_ELEMENTS):
             return built
         listed //= 2
@@ -112,9 +108,7 @@ def _elements_in(node: object) -> int:
     return 0
 
 
-def _result_card(
-    meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int, retry_action: str | None
-) -> Card:
+def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int) -> Card:
     invited = [outcome for outcome in outcomes if outcome.invited]
     failed = [outcome for outcome in outcomes if not outcome.invited]
     template: Template
@@ -137,19 +131,6 @@ def _result_card(
         if len(invited) <= LISTED_SUCCESSES:
             elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
     elements.extend(_failures(failed, listed_failures))
-    if retry_action is not None:
-        elements.append(
-            {
-                "tag": "button",
-                "type": "primary",
-                "text": {
-                    "tag": "plain_text",
-                    "content": RETRY_BUTTON.en_us,
-                    "i18n_content": vars(RETRY_BUTTON),
-                },
-                "behaviors": [{"type": "callback", "value": {"action_id": retry_action}}],
-            }
-        )
     return card(title, elements, template=template, summary=title)
 
 
@@ -191,7 +172,7 @@ MEETING_FIELD = "meeting"
 SUBMIT_BUTTON = Text("邀请", "Invite")
 
 
-def _invite_more_form(action_id: str) -> dict[str, object]:
+def invite_more_form(action_id: str) -> dict[str, Any]:
     # Without `options`, Feishu offers everyone in the chat (multi_select_person, card JSON 2.0).
     picker = {
         "tag": "multi_select_person",
@@ -199,27 +180,32 @@ def _invite_more_form(action_id: str) -> dict[str, object]:
         "width": "fill",
         "placeholder": {"tag": "plain_text", "content": MORE_BUTTON.en_us, "i18n_content": vars(MORE_BUTTON)},
     }
-    submit = _callback_button(MORE_BUTTON, action_id)
+    submit = callback_button(MORE_BUTTON, action_id)
     submit.update({"name": "invite_more_submit", "form_action_type": "submit"})
     return {"tag": "form", "name": "invite_more", "elements": [picker, submit]}
 
 
-def need_meeting_card(usage: str, examples: Sequence[str], *, form_action: str | None = None) -> Card:
+def meeting_form(action_id: str) -> dict[str, Any]:
+    """A field for the meeting number or link, whose submit runs the /invite that was waiting for it."""
+    submit = callback_button(SUBMIT_BUTTON, action_id, "primary")
+    submit.update({"name": "submit", "form_action_type": "submit"})
+    field = {
+        "tag": "input",
+        "name": MEETING_FIELD,
+        "width": "fill",
+        "placeholder": {"tag": "plain_text", "content": "123 456 789 / https://vc.feishu.cn/j/123456789"},
+    }
+    return {"tag": "form", "name": "give_meeting", "elements": [field, submit]}
+
+
+def need_meeting_card(usage: str, examples: Sequence[str], *, form: dict[str, Any] | None = None) -> Card:
     lead = Text(
         "请告诉我邀请到哪个会议：在下面填上 9 位会议号或会议链接，或在命令里写上。",
         "Tell me which meeting: fill in its 9-digit number or its link below, or put it in the command.",
     )
     built = _with_usage(Text("要邀请到哪个会议？", "Which meeting?"), lead, usage, examples)
-    if form_action is not None:
-        submit = _callback_button(SUBMIT_BUTTON, form_action, "primary")
-        submit.update({"name": "submit", "form_action_type": "submit"})
-        field = {
-            "tag": "input",
-            "name": MEETING_FIELD,
-            "width": "fill",
-            "placeholder": {"tag": "plain_text", "content": "123 456 789 / https://vc.feishu.cn/j/123456789"},
-        }
-        built["body"]["elements"].append({"tag": "form", "name": "give_meeting", "elements": [field, submit]})
+    if form is not None:
+        built["body"]["elements"].append(form)
     return built
 
 
@@ -258,16 +244,9 @@ CONFIRM_BUTTON = Text("确认邀请", "Confirm")
 CANCEL_BUTTON = Text("取消", "Cancel")
 
 
-def _callback_button(text: Text, action_id: str, kind: str = "default") -> dict[str, object]:
-    return {
-        "tag": "button",
-        "type": kind,
-        "text": {"tag": "plain_text", "content": text.en_us, "i18n_content": vars(text)},
-        "behaviors": [{"type": "callback", "value": {"action_id": action_id}}],
-    }
-
-
-def confirm_card(meeting: Meeting, count: int, sender_open_id: str, confirm_id: str, cancel_id: str) -> Card:
+def confirm_card(
+    meeting: Meeting, count: int, sender_open_id: str, buttons: Sequence[dict[str, Any]]
+) -> Card:
     topic = literal(meeting.topic) or "—"
     number = format_meeting_no(meeting.meeting_no)
     body = Text(
@@ -279,8 +258,7 @@ def confirm_card(meeting: Meeting, count: int, sender_open_id: str, confirm_id: 
     title = Text(f"确认邀请 {count} 人？", f"Invite {count} people?")
     elements: list[dict[str, object]] = [
         markdown(body),
-        _callback_button(CONFIRM_BUTTON, confirm_id, "primary"),
-        _callback_button(CANCEL_BUTTON, cancel_id),
+        *buttons,
     ]
     return card(title, elements, template="yellow", summary=title)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -133,9 +134,9 @@ async def proceed(
         await respond(await confirm_first(context, meeting, people, unknown, limits))
         return
     outcomes = await invite_once(context, meeting, people, unknown)
-    retry_action, more_action = await offer_followups(context, meeting, outcomes, limits)
-    await _keep(context, meeting, outcomes, retry_action, more_action)
-    await respond(result_card(meeting, outcomes, retry_action=retry_action, more_action=more_action))
+    followups = await offer_followups(context, meeting, outcomes, limits)
+    await _keep(context, meeting, outcomes, followups)
+    await respond(result_card(meeting, outcomes, followups))
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
 
@@ -143,13 +144,11 @@ async def proceed(
 async def _answer_from_record(context: CommandContext, respond: Respond) -> bool:
     """Run before (a retry after a failed reply, or a restart part-way): answer, never invite again."""
     kept = await _kept(context)
-    if kept is None or (kept.retry_action is None and kept.more_action is None):
+    if kept is None or kept.followups is None:
         return False
     log.info("command already carried out; answering from its record")
     outcomes = [outcome.restore() for outcome in kept.outcomes]
-    await respond(
-        result_card(kept.meeting, outcomes, retry_action=kept.retry_action, more_action=kept.more_action)
-    )
+    await respond(result_card(kept.meeting, outcomes, kept.followups))
     return True
 
 
@@ -180,7 +179,7 @@ async def invite_once(
 async def _meeting_form(context: CommandContext, request: InviteRequest, limits: InviteLimits) -> Card:
     """No meeting given and none remembered: a card with a field for it, whose submit runs this invite."""
     message = context.message
-    action_id = await context.services.actions.offer(
+    form = await context.services.actions.offer_element(
         GiveMeeting(
             tenant_key=message.tenant_key,
             chat_id=message.chat_id,
@@ -193,7 +192,7 @@ async def _meeting_form(context: CommandContext, request: InviteRequest, limits:
             confirm_above=limits.confirm_above,
         )
     )
-    return need_meeting_card(USAGE, EXAMPLES, form_action=action_id)
+    return need_meeting_card(USAGE, EXAMPLES, form=form)
 
 
 async def carry_out(
@@ -232,35 +231,28 @@ async def confirm_first(
         "confirm_above": limits.confirm_above,
         "prior": [StoredOutcome.of(outcome) for outcome in prior],
     }
-    await actions.offer(
-        ConfirmInvite(
-            **common,
-            meeting=meeting,
-            people=list(people),
-            unknown=[StoredOutcome.of(outcome) for outcome in unknown],
-            sibling=cancel_id,
-        ),
-        confirm_id,
+    confirm = ConfirmInvite(
+        **common,
+        meeting=meeting,
+        people=list(people),
+        unknown=[StoredOutcome.of(outcome) for outcome in unknown],
+        sibling=cancel_id,
     )
-    await actions.offer(
-        CancelInvite(**common, count=len(people), sibling=confirm_id, meeting=meeting if prior else None),
-        cancel_id,
-    )
-    return confirm_card(meeting, len(people), message.sender_open_id, confirm_id, cancel_id)
+    cancel = CancelInvite(**common, count=len(people), sibling=confirm_id, meeting=meeting if prior else None)
+    await actions.offer(confirm, confirm_id)
+    await actions.offer(cancel, cancel_id)
+    buttons = [confirm.element(confirm_id), cancel.element(cancel_id)]
+    return confirm_card(meeting, len(people), message.sender_open_id, buttons)
 
 
 async def _keep(
     context: CommandContext,
     meeting: Meeting,
     outcomes: Sequence[Outcome],
-    retry_action: str | None = None,
-    more_action: str | None = None,
+    followups: list[dict[str, Any]] | None = None,
 ) -> None:
     record = _Done(
-        meeting=meeting,
-        outcomes=[StoredOutcome.of(outcome) for outcome in outcomes],
-        retry_action=retry_action,
-        more_action=more_action,
+        meeting=meeting, outcomes=[StoredOutcome.of(outcome) for outcome in outcomes], followups=followups
     )
     await context.services.store.put(
         DONE_NAMESPACE,
@@ -276,19 +268,21 @@ async def _kept(context: CommandContext) -> _Done | None:
 
 
 class _Done(BaseModel):
-    """Invitations already sent by one run (an /invite, or a click), and the buttons its card got."""
+    """Invitations already sent by one run (an /invite, or a click), and the buttons its card got
+    (None until the run has offered them: then it is finished). A record kept before buttons were
+    kept as elements reads as unfinished: its retry invites nobody again (`invite_once`) and offers
+    fresh buttons."""
 
     meeting: Meeting
     outcomes: list[StoredOutcome]
-    retry_action: str | None = None
-    more_action: str | None = None
+    followups: list[dict[str, Any]] | None = None
 
 
 async def offer_followups(
     context: CommandContext, meeting: Meeting, outcomes: Sequence[Outcome], limits: InviteLimits
-) -> tuple[str | None, str]:
-    """The ids of a result card's buttons: "retry failed" (when someone failed who may safely be rung
-    again) and "invite more" (always)."""
+) -> list[dict[str, Any]]:
+    """A result card's buttons: "retry failed" (when someone failed who may safely be rung again) and
+    "invite more" (always). A new button for result cards is offered here."""
     message = context.message
     stored = [StoredOutcome.of(outcome) for outcome in outcomes]
     common = {
@@ -300,10 +294,10 @@ async def offer_followups(
         "ceiling": limits.ceiling,
         "confirm_above": limits.confirm_above,
     }
+    actions = context.services.actions
     retry = RetryFailed(**common)
-    retry_id = await context.services.actions.offer(retry) if retry.failed_open_ids() else None
-    more_id = await context.services.actions.offer(InviteMore(**common))
-    return retry_id, more_id
+    offered = [await actions.offer_element(retry)] if retry.failed_open_ids() else []
+    return [*offered, await actions.offer_element(InviteMore(**common))]
 
 
 async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:
