@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from bot.clock import Clock, system_clock
 from bot.feishu.client import FeishuClient, Retry
@@ -67,6 +67,88 @@ def _metrics_listener(
     return listening
 
 
+async def _readiness(app: web.Application) -> list[str]:
+    runtime = app.get(RUNTIME)
+    if runtime is None:
+        return ["starting"]
+    problems = [] if runtime.bot.open_id else ["bot identity unknown"]
+    try:
+        await runtime.store.inbox_stats()
+    except Exception as error:
+        problems.append(f"store unreachable: {type(error).__name__}")
+    return problems
+
+
+async def _refresh_gauges(app: web.Application, clock: Clock) -> None:
+    # Read at scrape time, so a scrape always sees the inbox as it is now.
+    runtime = app.get(RUNTIME)
+    if runtime is not None:
+        stats = await runtime.store.inbox_stats()
+        runtime.metrics.inbox_pending.set(stats.pending + stats.running)
+        oldest = stats.oldest_received_at
+        runtime.metrics.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, clock() - oldest))
+
+
+async def _start_runtime(
+    settings: Settings,
+    store: Store,
+    session: ClientSession,
+    sealer: Sealer,
+    metrics: Metrics,
+    clock: Clock,
+    api_retry: Retry,
+    retry_base_seconds: float,
+) -> Runtime:
+    """From an open store and HTTP session to a bot that knows who it is and has its inbox."""
+    client = FeishuClient(
+        session,
+        domain=settings.feishu_domain,
+        app_id=settings.feishu_app_id,
+        app_secret=settings.feishu_app_secret,
+        metrics=metrics,
+        retry=api_retry,
+        clock=clock,
+    )
+    bot = await client.bot_info()
+    log.info("bot identity known", bot_open_id=bot.open_id, app_name=bot.app_name)
+    tokens = UserTokenStore(store, sealer)
+    authority = UserAuthority(client, tokens, store, clock, metrics=metrics)
+    flow = AuthorizationFlow(
+        client,
+        tokens,
+        store,
+        sealer,
+        accounts_url=settings.feishu_accounts_url,
+        redirect_uri=settings.oauth_redirect_uri,
+        scopes=tuple(settings.bot_oauth_scopes.split()),
+        clock=clock,
+    )
+    services = Services(
+        client=client,
+        bot=bot,
+        store=store,
+        clock=clock,
+        authority=authority,
+        flow=flow,
+        meetings=MeetingFinder(client, store, clock),
+        actions=CardActions(store, clock, default_buttons()),
+        metrics=metrics,
+    )
+    router = Router(services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold))
+    inbox = Inbox(
+        store,
+        router,
+        metrics,
+        workers=settings.bot_inbox_workers,
+        max_attempts=settings.bot_inbox_max_attempts,
+        dedupe_ttl_seconds=settings.bot_dedupe_ttl_hours * 3600,
+        retry_base_seconds=retry_base_seconds,
+        clock=clock,
+        on_dead=router.on_dead,
+    )
+    return Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -101,86 +183,30 @@ def create_app(
     events = EventIntake(secrets, accept, metrics, clock, preflight, INTAKE_TOASTS)
     cards = EventIntake(secrets, accept, metrics, clock, preflight, INTAKE_TOASTS, opener=open_card_request)
 
-    async def readiness() -> list[str]:
-        runtime = app.get(RUNTIME)
-        if runtime is None:
-            return ["starting"]
-        problems = [] if runtime.bot.open_id else ["bot identity unknown"]
-        try:
-            await runtime.store.inbox_stats()
-        except Exception as error:
-            problems.append(f"store unreachable: {type(error).__name__}")
-        return problems
-
-    async def refresh_gauges() -> None:
-        # Read at scrape time, so a scrape always sees the inbox as it is now.
-        runtime = app.get(RUNTIME)
-        if runtime is not None:
-            stats = await runtime.store.inbox_stats()
-            metrics.inbox_pending.set(stats.pending + stats.running)
-            oldest = stats.oldest_received_at
-            metrics.inbox_oldest_age.set(0.0 if oldest is None else max(0.0, clock() - oldest))
-
     # With BOT_METRICS_PORT, /metrics lives on a listener of its own that starts and stops with the app.
     metrics_app = None
     if settings.bot_metrics_port is not None:
         metrics_app = web.Application(middlewares=[no_tracebacks])
         app.cleanup_ctx.append(_metrics_listener(metrics_app, settings.bot_host, settings.bot_metrics_port))
-    add_routes(app, events, cards, callback, metrics, readiness, refresh_gauges, metrics_app=metrics_app)
+    add_routes(
+        app,
+        events,
+        cards,
+        callback,
+        metrics,
+        lambda: _readiness(app),
+        lambda: _refresh_gauges(app, clock),
+        metrics_app=metrics_app,
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings.bot_store_url)
         session = FeishuClient.open_session()
         try:
-            client = FeishuClient(
-                session,
-                domain=settings.feishu_domain,
-                app_id=settings.feishu_app_id,
-                app_secret=settings.feishu_app_secret,
-                metrics=metrics,
-                retry=api_retry or Retry(),
-                clock=clock,
+            app[RUNTIME] = await _start_runtime(
+                settings, store, session, sealer, metrics, clock, api_retry or Retry(), retry_base_seconds
             )
-            bot = await client.bot_info()
-            log.info("bot identity known", bot_open_id=bot.open_id, app_name=bot.app_name)
-            tokens = UserTokenStore(store, sealer)
-            authority = UserAuthority(client, tokens, store, clock, metrics=metrics)
-            flow = AuthorizationFlow(
-                client,
-                tokens,
-                store,
-                sealer,
-                accounts_url=settings.feishu_accounts_url,
-                redirect_uri=settings.oauth_redirect_uri,
-                scopes=tuple(settings.bot_oauth_scopes.split()),
-                clock=clock,
-            )
-            services = Services(
-                client=client,
-                bot=bot,
-                store=store,
-                clock=clock,
-                authority=authority,
-                flow=flow,
-                meetings=MeetingFinder(client, store, clock),
-                actions=CardActions(store, clock, default_buttons()),
-                metrics=metrics,
-            )
-            router = Router(
-                services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold)
-            )
-            inbox = Inbox(
-                store,
-                router,
-                metrics,
-                workers=settings.bot_inbox_workers,
-                max_attempts=settings.bot_inbox_max_attempts,
-                dedupe_ttl_seconds=settings.bot_dedupe_ttl_hours * 3600,
-                retry_base_seconds=retry_base_seconds,
-                clock=clock,
-                on_dead=router.on_dead,
-            )
-            app[RUNTIME] = Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
+            inbox = app[RUNTIME].inbox
             if start_workers:
                 await inbox.start()
             yield
