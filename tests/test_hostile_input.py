@@ -104,7 +104,7 @@ class FlakyStore(SqliteStore):
 
 async def test_the_inbox_outlives_store_failures(tmp_path: Path) -> None:
     opened = await SqliteStore.open(str(tmp_path / "flaky.db"))
-    store = FlakyStore(opened._db)
+    store = FlakyStore(opened._db, opened._intake)
     handled: list[str] = []
 
     async def handler(envelope: EventEnvelope) -> None:

@@ -18,23 +18,41 @@ import aiosqlite
 from bot.store.base import InboxItem, InboxStats, StoredValue
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS inbox (
+-- What must be remembered: every delivery key for its dedupe window (8 h), one small row each. Nothing
+-- that takes work reads this table except the ack's one-key lookup and the expiry's small batches.
+CREATE TABLE IF NOT EXISTS delivery (
+    dedupe_key TEXT PRIMARY KEY,
+    dedupe_until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivery_expiry ON delivery (dedupe_until);
+
+-- The work: unfinished events (pending, running) and dead ones kept for an operator. A handled event
+-- leaves this table, so taking the next event of a chat costs the same whatever the history.
+CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    -- One row per delivery key; the row outlives its handling ('done', payload dropped) until
-    -- dedupe_until, so a late redelivery still finds it and is dropped.
-    dedupe_key TEXT NOT NULL UNIQUE,
+    dedupe_key TEXT NOT NULL,
     dedupe_until REAL NOT NULL,
     ordering_key TEXT NOT NULL,
     payload TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'dead')),
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     received_at REAL NOT NULL,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS inbox_order ON inbox (ordering_key, id);
-CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (dedupe_until);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_key ON queue (dedupe_key);
+-- A chat's unfinished events in order: the claim's "is anything older of this chat still open?".
+CREATE INDEX IF NOT EXISTS queue_open ON queue (ordering_key, id) WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS queue_dead ON queue (dedupe_until) WHERE state = 'dead';
+
+-- An event entering the queue (new, or a dead one taken again) remembers its key in the same statement.
+CREATE TRIGGER IF NOT EXISTS queue_remembers_new AFTER INSERT ON queue BEGIN
+    INSERT OR REPLACE INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until);
+END;
+CREATE TRIGGER IF NOT EXISTS queue_remembers_again AFTER UPDATE OF dedupe_until ON queue BEGIN
+    INSERT OR REPLACE INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until);
+END;
 
 CREATE TABLE IF NOT EXISTS kv (
     namespace TEXT NOT NULL,
@@ -44,29 +62,45 @@ CREATE TABLE IF NOT EXISTS kv (
     expires_at REAL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
 """
 
-_ACCEPT = """
-INSERT INTO inbox (dedupe_key, dedupe_until, ordering_key, payload, state, attempts, next_attempt_at,
+# Before the queue and the memory were apart, one `inbox` table held both (done rows kept as keys).
+_MIGRATE_ONE_TABLE_INBOX = """
+BEGIN IMMEDIATE;
+INSERT OR REPLACE INTO delivery (dedupe_key, dedupe_until) SELECT dedupe_key, dedupe_until FROM inbox;
+INSERT INTO queue (dedupe_key, dedupe_until, ordering_key, payload, state, attempts, next_attempt_at,
                    received_at, last_error)
-VALUES (:key, :until, :ordering_key, :payload, 'pending', 0, :now, :now, NULL)
+    SELECT dedupe_key, dedupe_until, ordering_key, payload, state, attempts, next_attempt_at, received_at,
+           last_error
+    FROM inbox WHERE state != 'done' ORDER BY id;
+DROP TABLE inbox;
+COMMIT;
+"""
+
+# A key is new unless it is remembered and live. A dead event's key whose memory has lapsed is taken
+# again (the same queue row, reopened); an open event's key never is.
+_ACCEPT = """
+INSERT INTO queue (dedupe_key, dedupe_until, ordering_key, payload, state, attempts, next_attempt_at,
+                   received_at, last_error)
+SELECT :key, :until, :ordering_key, :payload, 'pending', 0, :now, :now, NULL
+WHERE NOT EXISTS (SELECT 1 FROM delivery WHERE dedupe_key = :key AND dedupe_until > :now)
 ON CONFLICT (dedupe_key) DO UPDATE SET
     dedupe_until = excluded.dedupe_until, ordering_key = excluded.ordering_key,
     payload = excluded.payload, state = 'pending', attempts = 0,
     next_attempt_at = excluded.next_attempt_at, received_at = excluded.received_at, last_error = NULL
--- Only a key whose memory has lapsed is taken again; a live key means "duplicate".
-WHERE inbox.dedupe_until <= :now AND inbox.state IN ('done', 'dead')
+WHERE queue.state = 'dead'
 """
 
-# Claim the head of each ordering key: an event is claimable only when no older event of the same
-# chat is still pending or running. Dead and done events do not block their chat.
+# Claim the head of each chat: an event is claimable only when no older event of the same chat is still
+# pending or running. Both lookups go through partial indexes over open events only.
 _CLAIM = """
-UPDATE inbox SET state = 'running', attempts = attempts + 1
+UPDATE queue SET state = 'running', attempts = attempts + 1
 WHERE id IN (
-    SELECT id FROM inbox AS i
+    SELECT id FROM queue AS i INDEXED BY queue_due
     WHERE i.state = 'pending' AND i.next_attempt_at <= :now
       AND NOT EXISTS (
-        SELECT 1 FROM inbox AS j
+        SELECT 1 FROM queue AS j INDEXED BY queue_open
         WHERE j.ordering_key = i.ordering_key AND j.id < i.id AND j.state IN ('pending', 'running')
       )
     ORDER BY i.id LIMIT :limit
@@ -74,13 +108,21 @@ WHERE id IN (
 RETURNING id, dedupe_key, ordering_key, payload, attempts, received_at
 """
 
+# Expiry deletes this many rows per statement, so no write holds the file for long.
+PURGE_BATCH = 500
+
 # Dead events are kept this long past their dedupe window for an operator to read, then forgotten.
 _DEAD_RETENTION_SECONDS = 7 * 24 * 3600.0
 
 
 class SqliteStore:
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    """Two connections to one file: `_intake` only ever runs the ack's insert, so an acknowledgement never
+    queues behind a worker's claim, completion or purge in aiosqlite's thread (SQLite's write lock is
+    held for one short statement at a time, and WAL lets the two proceed side by side otherwise)."""
+
+    def __init__(self, connection: aiosqlite.Connection, intake: aiosqlite.Connection | None = None) -> None:
         self._db = connection
+        self._intake = intake or connection
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -89,13 +131,16 @@ class SqliteStore:
             # Owner-only from the first byte: the file holds (sealed) user tokens.
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
-        connection = await aiosqlite.connect(path, isolation_level=None)
-        await connection.execute("PRAGMA journal_mode=WAL")
-        # FULL: an event we acknowledged to Feishu must survive a power cut, not only a process crash.
-        await connection.execute("PRAGMA synchronous=FULL")
-        await connection.execute("PRAGMA busy_timeout=5000")
+        connection = await _connect(path)
         await connection.executescript(_SCHEMA)
-        return cls(connection)
+        old = await connection.execute_fetchall(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'inbox'"
+        )
+        if old:
+            await connection.executescript(_MIGRATE_ONE_TABLE_INBOX)
+        # A second connection needs a file; ":memory:" would be a second, empty database.
+        intake = await _connect(path) if path != ":memory:" else None
+        return cls(connection, intake)
 
     async def _one(self, sql: str, parameters: tuple[object, ...] | dict[str, object] = ()) -> int:
         """Run one statement; return how many rows it changed."""
@@ -113,7 +158,8 @@ class SqliteStore:
         self, *, dedupe_key: str, ordering_key: str, payload: str, now: float, dedupe_until: float
     ) -> bool:
         values = {"key": dedupe_key, "until": dedupe_until, "ordering_key": ordering_key, "payload": payload}
-        return await self._one(_ACCEPT, {**values, "now": now}) == 1
+        cursor = await self._intake.execute(_ACCEPT, {**values, "now": now})
+        return cursor.rowcount == 1
 
     async def claim_events(self, *, now: float, limit: int) -> list[InboxItem]:
         rows = await self._rows(_CLAIM, {"now": now, "limit": limit})
@@ -121,37 +167,33 @@ class SqliteStore:
         return sorted(items, key=lambda item: item.id)  # RETURNING promises no order
 
     async def complete_event(self, item_id: int) -> None:
-        # The payload goes; the row stays until dedupe_until so a late redelivery is recognised.
-        await self._one(
-            "UPDATE inbox SET state = 'done', payload = '', last_error = NULL WHERE id = ?", (item_id,)
-        )
+        # The work is done and leaves the queue; its key stays remembered in `delivery` until it lapses.
+        await self._one("DELETE FROM queue WHERE id = ?", (item_id,))
 
     async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None:
         await self._one(
-            "UPDATE inbox SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
+            "UPDATE queue SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
             (next_attempt_at, error, item_id),
         )
 
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         await self._one(
-            "UPDATE inbox SET state = 'dead', next_attempt_at = ?, last_error = ? WHERE id = ?",
+            "UPDATE queue SET state = 'dead', next_attempt_at = ?, last_error = ? WHERE id = ?",
             (now, error, item_id),
         )
 
     async def release_claims(self) -> int:
-        return await self._one("UPDATE inbox SET state = 'pending' WHERE state = 'running'")
+        return await self._one("UPDATE queue SET state = 'pending' WHERE state = 'running'")
 
     async def next_due_at(self, *, after: float) -> float | None:
         rows = await self._rows(
-            "SELECT MIN(next_attempt_at) FROM inbox WHERE state = 'pending' AND next_attempt_at > ?", (after,)
+            "SELECT MIN(next_attempt_at) FROM queue WHERE state = 'pending' AND next_attempt_at > ?", (after,)
         )
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
     async def inbox_stats(self) -> InboxStats:
-        rows = await self._rows(
-            "SELECT state, COUNT(*), MIN(received_at) FROM inbox WHERE state != 'done' GROUP BY state"
-        )
+        rows = await self._rows("SELECT state, COUNT(*), MIN(received_at) FROM queue GROUP BY state")
         counts = {str(state): int(count) for state, count, _ in rows}
         unfinished = [float(oldest) for state, _, oldest in rows if state != "dead" and oldest is not None]
         return InboxStats(
@@ -164,23 +206,34 @@ class SqliteStore:
     async def dead_events(self) -> list[tuple[InboxItem, str]]:
         rows = await self._rows(
             "SELECT id, dedupe_key, ordering_key, payload, attempts, received_at, last_error"
-            " FROM inbox WHERE state = 'dead' ORDER BY id"
+            " FROM queue WHERE state = 'dead' ORDER BY id"
         )
-        return [
-            (
-                _item(row),
-                str(row[6]),
-            )
-            for row in rows
-        ]
+        return [(_item(row), str(row[6])) for row in rows]
 
     async def purge_expired(self, *, now: float) -> int:
-        done = await self._one("DELETE FROM inbox WHERE state = 'done' AND dedupe_until <= ?", (now,))
-        dead = await self._one(
-            "DELETE FROM inbox WHERE state = 'dead' AND dedupe_until <= ?", (now - _DEAD_RETENTION_SECONDS,)
+        """Forget in batches of PURGE_BATCH rows, one short statement each, so that acks and claims get
+        the file between them however much has lapsed at once."""
+        batches = (
+            "DELETE FROM delivery WHERE dedupe_key IN"
+            " (SELECT dedupe_key FROM delivery WHERE dedupe_until <= :now LIMIT :batch)",
+            "DELETE FROM queue WHERE id IN (SELECT id FROM queue WHERE state = 'dead'"
+            " AND dedupe_until <= :dead_before LIMIT :batch)",
+            "DELETE FROM kv WHERE (namespace, key) IN (SELECT namespace, key FROM kv"
+            " WHERE expires_at IS NOT NULL AND expires_at <= :now LIMIT :batch)",
         )
-        kv = await self._one("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-        return done + dead + kv
+        parameters: dict[str, object] = {
+            "now": now,
+            "dead_before": now - _DEAD_RETENTION_SECONDS,
+            "batch": PURGE_BATCH,
+        }
+        forgotten = 0
+        for statement in batches:
+            while True:
+                deleted = await self._one(statement, parameters)
+                forgotten += deleted
+                if deleted < PURGE_BATCH:
+                    break
+        return forgotten
 
     # --- key-value ------------------------------------------------------------------------------------
 
@@ -252,7 +305,18 @@ class SqliteStore:
 
     async def close(self) -> None:
         # aiosqlite runs its queue in order, so writes already handed over finish before the close.
+        if self._intake is not self._db:
+            await self._intake.close()
         await self._db.close()
+
+
+async def _connect(path: str) -> aiosqlite.Connection:
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    await connection.execute("PRAGMA journal_mode=WAL")
+    # FULL: an event we acknowledged to Feishu must survive a power cut, not only a process crash.
+    await connection.execute("PRAGMA synchronous=FULL")
+    await connection.execute("PRAGMA busy_timeout=5000")
+    return connection
 
 
 def _stored(row: tuple[Any, ...]) -> StoredValue:
