@@ -29,7 +29,7 @@ from handlers.clicks import NOT_STORED, ON_IT, toast
 from handlers.clicks import preflight as check_click
 from handlers.context import Services
 from handlers.invite.meetings import MeetingFinder
-from handlers.router import Router, default_buttons, default_commands
+from handlers.router import Router, default_buttons, default_commands, needs_handling
 
 log = structlog.get_logger("bot.app")
 
@@ -164,7 +164,11 @@ def create_app(
     metrics = Metrics()
 
     async def accept(envelope: EventEnvelope) -> bool:
-        return await app[RUNTIME].inbox.accept(envelope)
+        runtime = app[RUNTIME]
+        if not needs_handling(envelope, runtime.bot.open_id):
+            metrics.events_ignored.inc()
+            return True  # acknowledged; nothing will ever be done with it
+        return await runtime.inbox.accept(envelope)
 
     secrets = WebhookSecrets(
         verification_token=settings.verification_token,

@@ -20,6 +20,11 @@ class Metrics:
             ["event_type"],
             registry=self.registry,
         )
+        self.events_ignored = Counter(
+            "invite_bot_events_ignored",
+            "Group chatter acknowledged without entering the inbox",
+            registry=self.registry,
+        )
         self.events_rejected = Counter(
             "invite_bot_events_rejected",
             "Webhook requests refused, by HTTP status",

@@ -41,6 +41,26 @@ def default_buttons() -> ButtonTable:
     return ButtonTable(INVITE_BUTTONS)
 
 
+def needs_handling(envelope: EventEnvelope, bot_open_id: str) -> bool:
+    """Whether an event can lead to any answer. Group chatter that neither mentions the bot nor starts
+    with a command word (the bot receives it when the app may read all group messages) is acknowledged
+    without entering the inbox: ignoring it is idempotent, so it needs neither storing nor dedupe."""
+    if envelope.event_type != MESSAGE_RECEIVE:
+        return True
+    try:
+        event = parse_message_receive(envelope)
+    except MalformedEvent:
+        return True  # the intake refuses it, with its own clear answer
+    if event.sender.sender_type not in ("", "user") or event.sender.sender_id.open_id == bot_open_id:
+        return False
+    message = read_message(event, bot_open_id)
+    return message is not None and _may_answer(message)
+
+
+def _may_answer(message: IncomingMessage) -> bool:
+    return message.chat_type == "p2p" or message.mentioned_bot or message.text.startswith("/")
+
+
 class Router:
     def __init__(self, services: Services, commands: CommandTable | None = None) -> None:
         self._services = services

@@ -7,6 +7,7 @@ read remembered keys would run thousands of instructions more with 100,000 of th
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import aiosqlite
 import pytest
 
 from bot.store.sqlite import SqliteStore
+from tests.harness import ALICE, ALICE_DM, TEAM, Harness, open_harness
 
 HISTORY = 100_000
 NOW = 1_800_000_000.0
@@ -191,3 +193,44 @@ async def test_a_store_from_before_the_split_keeps_its_memory_and_its_work(tmp_p
         assert (dead.dedupe_key, reason) == ("message:om_dead", "boom")
     finally:
         await store.close()
+
+
+# --- no work where none is needed -------------------------------------------------------------------
+
+
+def ignored(world: Harness) -> float | None:
+    return world.runtime.metrics.registry.get_sample_value("invite_bot_events_ignored_total")
+
+
+async def test_group_chatter_is_acknowledged_without_entering_the_inbox(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path)
+    try:
+        await world.start_bot(start_workers=False)  # nothing is handled: what is queued stays visible
+        chatter = [
+            await world.emulator.say(ALICE, TEAM, f"lunch at {n}?", mention_bot=False) for n in range(5)
+        ]
+        assert [pushed.status for pushed in chatter] == [200] * 5
+        assert (await world.runtime.store.inbox_stats()).pending == 0
+        assert ignored(world) == 5
+
+        await world.emulator.say(ALICE, TEAM, "/help", mention_bot=False)  # a command word
+        await world.emulator.say(ALICE, TEAM, "what can you do?")  # the bot mentioned
+        await world.emulator.say(ALICE, ALICE_DM, "hello", mention_bot=False)  # a direct chat
+        assert (await world.runtime.store.inbox_stats()).pending == 3
+        assert ignored(world) == 5
+    finally:
+        await world.close()
+
+
+async def test_ignored_chatter_is_never_answered(tmp_path: Path) -> None:
+    world = await open_harness(tmp_path)
+    try:
+        await world.start_bot()
+        await world.emulator.say(ALICE, TEAM, "see you at 3", mention_bot=False)
+        await world.emulator.say(ALICE, TEAM, "/help", mention_bot=False)
+        [reply] = await world.emulator.wait_for_messages(1, chat_id=TEAM, timeout=10)
+        assert "how to use" in reply.content["header"]["title"]["content"]
+        await asyncio.sleep(0.3)
+        assert len([m for m in world.emulator.messages if m.chat_id == TEAM]) == 1
+    finally:
+        await world.close()
