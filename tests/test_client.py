@@ -49,6 +49,29 @@ async def test_keys_are_limited_separately() -> None:
     assert await limiter.acquire("chat:a", (Limit(5, 1.0),)) > 0.0
 
 
+async def test_waiting_callers_are_admitted_in_the_order_they_came() -> None:
+    # A burst: 20 callers for a limit of 5 a second, every one asking at once. Each must be admitted
+    # after every caller that asked before it (no newer caller passes an older one that is waiting),
+    # and the limit must still hold.
+    limiter = RateLimiter()
+    limits = (Limit(5, 0.2),)
+    admitted: list[int] = []
+
+    async def call(number: int) -> None:
+        await limiter.acquire("vc.meeting.invite", limits)
+        admitted.append(number)
+
+    callers = []
+    for number in range(20):
+        callers.append(asyncio.create_task(call(number)))
+        await asyncio.sleep(0)  # they ask in this order
+    await asyncio.wait_for(asyncio.gather(*callers), timeout=5)
+    assert admitted == list(range(20))
+    # A caller after the burst, when the window has room and nobody waits, takes no turn in line.
+    await asyncio.sleep(0.25)
+    assert await limiter.acquire("vc.meeting.invite", limits) == 0.0
+
+
 async def test_tenant_token_fetched_once_for_concurrent_callers_and_renewed_early() -> None:
     time = FakeTime()
     fetches = 0

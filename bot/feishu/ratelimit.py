@@ -4,6 +4,10 @@ Sliding-window logs: a call may go when fewer than `count` calls went in the las
 every limit that applies to it. This stays under Feishu's published limits by construction instead of
 learning them from 99991400 answers, and unlike a token bucket it never allows a burst larger than the
 window's count.
+
+Callers under one key are admitted in the order they asked. Without a line, every waiter wakes when a
+slot frees, one wins at random and the rest sleep again: under a burst some commands starve for seconds
+while newer ones pass, and the wake-ups cost CPU for nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ _PRUNE_ABOVE = 4096
 _SLACK = 1.05
 
 
+class _Line:
+    """The callers of one key waiting for room, in the order they came."""
+
+    def __init__(self) -> None:
+        self.turn = asyncio.Lock()
+        self.waiting = 0
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -38,24 +50,39 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._logs: dict[tuple[str, Limit], deque[float]] = {}
+        self._lines: dict[str, _Line] = {}
 
     async def acquire(self, key: str, limits: Sequence[Limit]) -> float:
         """Wait until a call under `key` fits every limit, record it, and return the seconds waited."""
+        line = self._lines.get(key)
+        if (line is None or not line.waiting) and self._admit(key, limits) <= 0:
+            return 0.0  # room now and nobody ahead: the common case takes no lock
+        if line is None:
+            line = self._lines[key] = _Line()
         waited = 0.0
-        while True:
-            now = self._clock()
-            wait = 0.0
+        line.waiting += 1
+        try:
+            async with line.turn:  # asyncio.Lock wakes its waiters first come, first served
+                while (wait := self._admit(key, limits)) > 0:
+                    await self._sleep(wait)
+                    waited += wait
+        finally:
+            line.waiting -= 1
+        return waited
+
+    def _admit(self, key: str, limits: Sequence[Limit]) -> float:
+        """Record a call and return 0 when it fits every limit now; otherwise the seconds until it may."""
+        now = self._clock()
+        wait = 0.0
+        for limit in limits:
+            log = self._log(key, limit, now)
+            if len(log) >= limit.count:
+                wait = max(wait, log[0] + limit.period * _SLACK - now)
+        if wait <= 0:
+            # No await between the check and the record, so concurrent callers cannot both pass.
             for limit in limits:
-                log = self._log(key, limit, now)
-                if len(log) >= limit.count:
-                    wait = max(wait, log[0] + limit.period * _SLACK - now)
-            if wait <= 0:
-                # No await between the check and the record, so concurrent callers cannot both pass.
-                for limit in limits:
-                    self._log(key, limit, now).append(now)
-                return waited
-            await self._sleep(wait)
-            waited += wait
+                self._log(key, limit, now).append(now)
+        return wait
 
     def _log(self, key: str, limit: Limit, now: float) -> deque[float]:
         log = self._logs.get((key, limit))
@@ -74,3 +101,5 @@ class RateLimiter:
         ]
         for entry in stale:
             del self._logs[entry]
+        for key in [key for key, line in self._lines.items() if not line.waiting]:
+            del self._lines[key]
