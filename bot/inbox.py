@@ -19,6 +19,7 @@ from bot.clock import Clock, backoff, system_clock
 from bot.feishu.events import EventEnvelope, MalformedEvent, dedupe_key, ordering_key
 from bot.metrics import Metrics
 from bot.store import InboxItem, Store
+from bot.store.base import CLAIM_LEASE_SECONDS
 
 log = structlog.get_logger("bot.inbox")
 
@@ -27,6 +28,9 @@ EventHandler = Callable[[EventEnvelope], Awaitable[None]]
 DeadHandler = Callable[[EventEnvelope, str], Awaitable[None]]
 
 _HOUSEKEEPING_SECONDS = 60.0
+# The longest the dispatcher sleeps without looking: where replicas share a store, another process may
+# have accepted events and died before claiming them, and nothing here would wake us for those.
+_POLL_SECONDS = 5.0
 _MAX_ERROR_TEXT = 500
 _BOOKKEEPING_ATTEMPTS = 6
 
@@ -53,6 +57,7 @@ class Inbox:
         retry_cap_seconds: float = 300.0,
         clock: Clock = system_clock,
         on_dead: DeadHandler | None = None,
+        renew_every_seconds: float = CLAIM_LEASE_SECONDS / 4,
     ) -> None:
         self._store = store
         self._handler = handler
@@ -64,9 +69,13 @@ class Inbox:
         self._retry_cap = retry_cap_seconds
         self._clock = clock
         self._on_dead = on_dead
+        self._renew_every = renew_every_seconds
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        # Claims this process holds, by inbox id, while their handlers run: renewed until they finish.
+        self._claims: dict[int, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._stopping = False
         self._last_housekeeping = 0.0
@@ -94,10 +103,11 @@ class Inbox:
 
     async def start(self) -> None:
         self._stopping = False
-        resumed = await self._store.release_claims()
-        if resumed:
-            log.info("inbox resumed unfinished events", count=resumed)
+        stats = await self._store.inbox_stats()
+        if stats.pending or stats.running:
+            log.info("inbox has unfinished events", pending=stats.pending, running=stats.running)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="inbox-dispatcher")
+        self._keeper = asyncio.create_task(self._keep_claims(), name="inbox-claims")
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop taking events; give running handlers `grace_seconds`, then cancel them.
@@ -116,10 +126,18 @@ class Inbox:
             for task in late:
                 task.cancel()
             if late:
-                log.warning(
-                    "shutdown deadline passed; unfinished events resume at next start", count=len(late)
-                )
+                log.warning("shutdown deadline passed; unfinished events are resumed", count=len(late))
                 await asyncio.gather(*late, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
+        # Handed back now, another process (or our next start) resumes them at once, not after the lease.
+        try:
+            await self._store.release_claims()
+        except Exception as error:
+            log.warning("could not hand back unfinished claims; they lapse", error=type(error).__name__)
+        self._claims.clear()
 
     async def wait_idle(self, within: float) -> None:
         """Wait until nothing is pending, due or running (for the demo and tests)."""
@@ -155,13 +173,14 @@ class Inbox:
             for item in await self._store.claim_events(now=now, limit=free):
                 task = asyncio.create_task(self._run(item), name=f"inbox-event-{item.id}")
                 self._running.add(task)
+                self._claims[item.id] = task
         if time.monotonic() - self._last_housekeeping > _HOUSEKEEPING_SECONDS:
             self._last_housekeeping = time.monotonic()
             await self._housekeeping(now)
         due = await self._store.next_due_at(after=now)
         if not self._running and due is None and (await self._store.inbox_stats()).pending == 0:
             self._idle.set()
-        timeout = _HOUSEKEEPING_SECONDS if due is None else min(_HOUSEKEEPING_SECONDS, max(0.0, due - now))
+        timeout = _POLL_SECONDS if due is None else min(_POLL_SECONDS, max(0.0, due - now))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -173,6 +192,26 @@ class Inbox:
         age = 0.0 if stats.oldest_received_at is None else max(0.0, now - stats.oldest_received_at)
         self._metrics.inbox_oldest_age.set(age)
 
+    async def _keep_claims(self) -> None:
+        """Renew this process's claims while their handlers run. A claim found taken over (this process
+        was cut off past the lease and another resumed the event) stops its handler here, so that the
+        event does not go on running in two places."""
+        while True:
+            await asyncio.sleep(self._renew_every)
+            held = list(self._claims)
+            if not held:
+                continue
+            try:
+                lost = await self._store.renew_claims(held, now=self._clock())
+            except Exception as error:
+                log.warning("could not renew claims", error=type(error).__name__, held=len(held))
+                continue
+            for item_id in lost:
+                task = self._claims.pop(item_id, None)
+                if task is not None and not task.done():
+                    log.warning("claim taken over by another process; stopping here", inbox_id=item_id)
+                    task.cancel()
+
     async def _run(self, item: InboxItem) -> None:
         try:
             await self._handle(item)
@@ -180,6 +219,7 @@ class Inbox:
             task = asyncio.current_task()
             if task is not None:
                 self._running.discard(task)
+            self._claims.pop(item.id, None)
             self._wake.set()
 
     async def _handle(self, item: InboxItem) -> None:
@@ -223,9 +263,10 @@ class Inbox:
     async def _bookkeep(self, write: Callable[..., Awaitable[None]], item_id: int, **fields: object) -> None:
         """Record an event's outcome, retrying a failing store for a while.
 
-        If the store stays down the event remains claimed; the next start resumes it (its reply's uuid
-        keeps Feishu from showing that reply twice).
+        If the store stays down the event remains claimed until its lease lapses; then this or another
+        process resumes it (its reply's uuid keeps Feishu from showing that reply twice).
         """
+        self._claims.pop(item_id, None)  # finishing: a renewal must not mistake the end for a takeover
         for attempt in range(1, _BOOKKEEPING_ATTEMPTS + 1):
             try:
                 await write(item_id, **fields)

@@ -116,10 +116,12 @@ class Settings(BaseSettings):
     @field_validator("bot_store_url")
     @classmethod
     def _store_url(cls, value: str) -> str:
+        if value.startswith(("postgresql://", "postgres://")):
+            return _postgres_url(value)
         if not value.startswith("sqlite:///") or value == "sqlite:///":
             raise ValueError(
-                "must be sqlite:///relative/path.db or sqlite:////absolute/path.db"
-                " (the embedded store is the only backend so far)"
+                "must be sqlite:///relative/path.db, sqlite:////absolute/path.db or"
+                " postgresql://user[:password]@host[:port]/database"
             )
         return value
 
@@ -193,6 +195,24 @@ class Settings(BaseSettings):
     @property
     def oauth_redirect_uri(self) -> str:
         return f"{self.bot_public_url}/oauth/callback"
+
+
+def _postgres_url(value: str) -> str:
+    # The messages name the part that is wrong, never the URL: it may carry a password.
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError("a postgresql:// URL with an unreadable host or port") from None
+    if not parts.hostname:
+        raise ValueError(
+            "a postgresql:// URL needs a host: postgresql://user[:password]@host[:port]/database"
+        )
+    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        raise ValueError("a postgresql:// URL needs one database name: postgresql://user@host/database")
+    if port == 0:
+        raise ValueError("a postgresql:// URL's port must be 1-65535")
+    return value
 
 
 class SettingsError(Exception):

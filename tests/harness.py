@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from bot.app import RUNTIME, Runtime, create_app
@@ -28,6 +33,34 @@ TEAM = "oc_team00000000000000000000000001"
 ALICE_DM = "oc_p2palice000000000000000000001"
 CAROL = "ou_carol00000000000000000000000003"
 ROOM = "oc_crowd0000000000000000000000001"
+
+
+# The server this project's machines run before each session (shared/interface.md). Set it empty to skip
+# the PostgreSQL tests on a machine without one; CI never does.
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[str]:
+    """A schema of its own on the test server, dropped afterwards; yields a BOT_STORE_URL that works in
+    it (asyncpg passes `search_path` in the URL's query to the server as a setting)."""
+    import asyncpg
+
+    if not POSTGRES_URL:
+        pytest.skip("TEST_POSTGRES_URL is empty: no PostgreSQL for this run")
+    schema = f"t_{secrets.token_hex(6)}"
+    where = urlsplit(POSTGRES_URL)._replace(netloc=urlsplit(POSTGRES_URL).hostname or "").geturl()
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.fail(f"PostgreSQL at {where} (TEST_POSTGRES_URL) does not answer: {type(error).__name__}")
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        separator = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{separator}search_path={schema}"
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
 
 
 def free_port() -> int:

@@ -115,9 +115,11 @@ async def test_the_claim_reads_only_open_events(store: SqliteStore) -> None:
     """The plan names the partial indexes over open events; a plan that scanned the table would not."""
     from bot.store.sqlite import _CLAIM
 
-    plan = await store._db.execute_fetchall("EXPLAIN QUERY PLAN " + _CLAIM, {"now": NOW, "limit": 8})
+    parameters = {"now": NOW, "limit": 8, "owner": "me", "lease_until": NOW + 20}
+    plan = await store._db.execute_fetchall("EXPLAIN QUERY PLAN " + _CLAIM, parameters)
     details = " | ".join(str(row[3]) for row in plan)
     assert "queue_due" in details
+    assert "queue_leases" in details  # lapsed claims, taken over
     assert "queue_open" in details
     assert "SCAN" not in details.replace("SCAN CONSTANT ROW", "")
 

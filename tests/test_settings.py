@@ -42,7 +42,7 @@ def test_bad_values_each_get_one_line_without_echoing_secrets(monkeypatch: pytes
     monkeypatch.setenv("FEISHU_DOMAIN", "ftp://open.feishu.cn")
     monkeypatch.setenv("BOT_PORT", "eighty")
     monkeypatch.setenv("BOT_SECRET_KEY", "too-short-secret")
-    monkeypatch.setenv("BOT_STORE_URL", "postgres://db/bot")
+    monkeypatch.setenv("BOT_STORE_URL", "mysql://db/bot")
     with pytest.raises(SettingsError) as error:
         load_settings()
     problems = error.value.problems
@@ -53,6 +53,26 @@ def test_bad_values_each_get_one_line_without_echoing_secrets(monkeypatch: pytes
         "BOT_SECRET_KEY",
     ]
     assert "too-short-secret" not in "\n".join(problems)
+
+
+def test_a_postgresql_store_url_is_checked_without_echoing_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in REQUIRED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BOT_STORE_URL", "postgresql://bot:hunter2@db.internal:5432/invite_bot")
+    assert load_settings().bot_store_url.endswith("@db.internal:5432/invite_bot")
+    for broken in (
+        "postgresql://bot:hunter2@/invite_bot",
+        "postgresql://bot:hunter2@db",
+        "postgres://bot:hunter2@db:99999/x",
+    ):
+        monkeypatch.setenv("BOT_STORE_URL", broken)
+        with pytest.raises(SettingsError) as error:
+            load_settings()
+        [problem] = error.value.problems
+        assert problem.startswith("BOT_STORE_URL: a postgresql:// URL")
+        assert "hunter2" not in problem
 
 
 def test_secret_key_is_required_only_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,8 +7,13 @@ caller, so the store holds no clock of its own and tests can move time freely.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# How long a claim holds without renewal. The inbox renews its claims every quarter of this, so a claim
+# lapses only when its holder stopped (killed, frozen, cut off): another replica then takes the event over.
+CLAIM_LEASE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,17 @@ class Store(Protocol):
         ...
 
     async def claim_events(self, *, now: float, limit: int) -> list[InboxItem]:
-        """Take up to `limit` due events, at most one per ordering key and only the oldest of each."""
+        """Claim up to `limit` events for this store instance, at most one per ordering key and only the
+        oldest open one of each: due pending events, and running ones whose claim lapsed (taken over).
+        A claim holds for CLAIM_LEASE_SECONDS unless renewed; no event is claimed by two at once."""
         ...
 
+    async def renew_claims(self, item_ids: Sequence[int], *, now: float) -> list[int]:
+        """Extend this instance's claims on `item_ids`; return those it no longer holds (taken over)."""
+        ...
+
+    # complete, retry and bury change an event only while this instance holds its claim, so a holder
+    # that lost its claim to a takeover cannot undo the new holder's work.
     async def complete_event(self, item_id: int) -> None: ...
 
     async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None: ...
@@ -57,14 +70,16 @@ class Store(Protocol):
         ...
 
     async def release_claims(self) -> int:
-        """Return every claimed-but-unfinished event to pending (start-up after a crash)."""
+        """Return this instance's unfinished claims to pending (at stop, after cancelling late work), so
+        another process resumes them at once instead of after the lease."""
         ...
 
     async def next_due_at(self, *, after: float) -> float | None:
-        """The earliest retry time later than `after`, or None.
+        """The earliest moment later than `after` when something becomes claimable: a retry falling due,
+        or another holder's claim lapsing. None if neither.
 
         Events already due but not claimed are waiting behind a running event of their chat; its end
-        wakes the dispatcher, so only future retry times need a timer.
+        wakes the dispatcher, so only future times need a timer.
         """
         ...
 

@@ -3,19 +3,21 @@
 Every write is a single SQL statement, so each one is atomic on its own (autocommit) and costs one trip
 to aiosqlite's thread: no transaction spans an `await`, so no coroutine can interleave with another's
 half-done write and a cancelled caller cannot leave a transaction open. The embedded store is meant for
-one bot process; a second process sharing the file is safe for the key-value state (SQLite's own locks
-and the compare-and-set statements) but would compete for inbox claims.
+one bot process: opening it frees every claim left by an earlier process on the file (which has
+necessarily ended), so a restart resumes at once. Replicas share the PostgreSQL store instead.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from bot.store.base import InboxItem, InboxStats, StoredValue
+from bot.store.base import CLAIM_LEASE_SECONDS, InboxItem, InboxStats, StoredValue
 
 _SCHEMA = """
 -- What must be remembered: every delivery key for its dedupe window (8 h), one small row each. Nothing
@@ -38,7 +40,10 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     received_at REAL NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    -- A running event's claim: which store instance holds it, and until when unless renewed.
+    owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS queue_key ON queue (dedupe_key);
 -- A chat's unfinished events in order: the claim's "is anything older of this chat still open?".
@@ -47,11 +52,17 @@ CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt_at) WHERE state = 'p
 CREATE INDEX IF NOT EXISTS queue_dead ON queue (dedupe_until) WHERE state = 'dead';
 
 -- An event entering the queue (new, or a dead one taken again) remembers its key in the same statement.
-CREATE TRIGGER IF NOT EXISTS queue_remembers_new AFTER INSERT ON queue BEGIN
-    INSERT OR REPLACE INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until);
+-- An upsert, not INSERT OR REPLACE: inside a trigger the outer statement's conflict policy overrides an
+-- OR clause, so reopening a dead event whose lapsed key was not purged yet would fail on the key.
+DROP TRIGGER IF EXISTS queue_remembers_new;
+DROP TRIGGER IF EXISTS queue_remembers_again;
+CREATE TRIGGER queue_remembers_new AFTER INSERT ON queue BEGIN
+    INSERT INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until)
+    ON CONFLICT (dedupe_key) DO UPDATE SET dedupe_until = excluded.dedupe_until;
 END;
-CREATE TRIGGER IF NOT EXISTS queue_remembers_again AFTER UPDATE OF dedupe_until ON queue BEGIN
-    INSERT OR REPLACE INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until);
+CREATE TRIGGER queue_remembers_again AFTER UPDATE OF dedupe_until ON queue BEGIN
+    INSERT INTO delivery (dedupe_key, dedupe_until) VALUES (NEW.dedupe_key, NEW.dedupe_until)
+    ON CONFLICT (dedupe_key) DO UPDATE SET dedupe_until = excluded.dedupe_until;
 END;
 
 CREATE TABLE IF NOT EXISTS kv (
@@ -64,6 +75,9 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
 """
+
+# Claims whose lease ran out: their holder stopped renewing (it died), so they may be taken over.
+_LEASE_INDEX = "CREATE INDEX IF NOT EXISTS queue_leases ON queue (lease_until) WHERE state = 'running'"
 
 # Before the queue and the memory were apart, one `inbox` table held both (done rows kept as keys).
 _MIGRATE_ONE_TABLE_INBOX = """
@@ -92,20 +106,35 @@ ON CONFLICT (dedupe_key) DO UPDATE SET
 WHERE queue.state = 'dead'
 """
 
-# Claim the head of each chat: an event is claimable only when no older event of the same chat is still
-# pending or running. Both lookups go through partial indexes over open events only.
+# Claim the head of each chat: an event is claimable when it is due (pending) or its claim lapsed
+# (running, lease over), and no older event of the same chat is still pending or running. Every lookup
+# goes through a partial index over open events only.
 _CLAIM = """
-UPDATE queue SET state = 'running', attempts = attempts + 1
+UPDATE queue SET state = 'running', attempts = attempts + 1, owner = :owner, lease_until = :lease_until
 WHERE id IN (
-    SELECT id FROM queue AS i INDEXED BY queue_due
-    WHERE i.state = 'pending' AND i.next_attempt_at <= :now
-      AND NOT EXISTS (
+    SELECT id FROM (
+        SELECT id, ordering_key FROM queue INDEXED BY queue_due
+        WHERE state = 'pending' AND next_attempt_at <= :now
+        UNION ALL
+        SELECT id, ordering_key FROM queue INDEXED BY queue_leases
+        WHERE state = 'running' AND lease_until <= :now
+    ) AS i
+    WHERE NOT EXISTS (
         SELECT 1 FROM queue AS j INDEXED BY queue_open
         WHERE j.ordering_key = i.ordering_key AND j.id < i.id AND j.state IN ('pending', 'running')
-      )
+    )
     ORDER BY i.id LIMIT :limit
 )
 RETURNING id, dedupe_key, ordering_key, payload, attempts, received_at
+"""
+
+# The next retry falling due, or the next claim of another holder lapsing.
+_NEXT_DUE = """
+SELECT MIN(at) FROM (
+    SELECT MIN(next_attempt_at) AS at FROM queue WHERE state = 'pending' AND next_attempt_at > :after
+    UNION ALL
+    SELECT MIN(lease_until) FROM queue WHERE state = 'running' AND owner != :owner AND lease_until > :after
+)
 """
 
 # Expiry deletes this many rows per statement, so no write holds the file for long.
@@ -120,12 +149,20 @@ class SqliteStore:
     queues behind a worker's claim, completion or purge in aiosqlite's thread (SQLite's write lock is
     held for one short statement at a time, and WAL lets the two proceed side by side otherwise)."""
 
-    def __init__(self, connection: aiosqlite.Connection, intake: aiosqlite.Connection | None = None) -> None:
+    def __init__(
+        self,
+        connection: aiosqlite.Connection,
+        intake: aiosqlite.Connection | None = None,
+        *,
+        lease_seconds: float = CLAIM_LEASE_SECONDS,
+    ) -> None:
         self._db = connection
         self._intake = intake or connection
+        self._owner = secrets.token_hex(8)
+        self._lease = lease_seconds
 
     @classmethod
-    async def open(cls, path: str) -> SqliteStore:
+    async def open(cls, path: str, *, lease_seconds: float = CLAIM_LEASE_SECONDS) -> SqliteStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             # Owner-only from the first byte: the file holds (sealed) user tokens.
@@ -138,9 +175,16 @@ class SqliteStore:
         )
         if old:
             await connection.executescript(_MIGRATE_ONE_TABLE_INBOX)
+        columns = {row[1] for row in await connection.execute_fetchall("PRAGMA table_info(queue)")}
+        if "owner" not in columns:  # a queue from before claims had leases
+            await connection.execute("ALTER TABLE queue ADD COLUMN owner TEXT")
+            await connection.execute("ALTER TABLE queue ADD COLUMN lease_until REAL NOT NULL DEFAULT 0")
+        await connection.execute(_LEASE_INDEX)
+        # One process per file: whatever is still claimed was claimed by a process that has ended.
+        await connection.execute("UPDATE queue SET state = 'pending', owner = NULL WHERE state = 'running'")
         # A second connection needs a file; ":memory:" would be a second, empty database.
         intake = await _connect(path) if path != ":memory:" else None
-        return cls(connection, intake)
+        return cls(connection, intake, lease_seconds=lease_seconds)
 
     async def _one(self, sql: str, parameters: tuple[object, ...] | dict[str, object] = ()) -> int:
         """Run one statement; return how many rows it changed."""
@@ -162,33 +206,52 @@ class SqliteStore:
         return cursor.rowcount == 1
 
     async def claim_events(self, *, now: float, limit: int) -> list[InboxItem]:
-        rows = await self._rows(_CLAIM, {"now": now, "limit": limit})
+        parameters = {"now": now, "limit": limit, "owner": self._owner, "lease_until": now + self._lease}
+        rows = await self._rows(_CLAIM, parameters)
         items = [_item(row) for row in rows]
         return sorted(items, key=lambda item: item.id)  # RETURNING promises no order
 
+    async def renew_claims(self, item_ids: Sequence[int], *, now: float) -> list[int]:
+        if not item_ids:
+            return []
+        marks = ", ".join("?" * len(item_ids))
+        rows = await self._rows(
+            f"UPDATE queue SET lease_until = ? WHERE owner = ? AND state = 'running' AND id IN ({marks})"  # noqa: S608 - only placeholders
+            " RETURNING id",
+            (now + self._lease, self._owner, *item_ids),
+        )
+        renewed = {int(row[0]) for row in rows}
+        return [item_id for item_id in item_ids if item_id not in renewed]
+
     async def complete_event(self, item_id: int) -> None:
         # The work is done and leaves the queue; its key stays remembered in `delivery` until it lapses.
-        await self._one("DELETE FROM queue WHERE id = ?", (item_id,))
+        # Only the claim's holder may: one that lost its claim to a takeover changes nothing.
+        await self._one(
+            "DELETE FROM queue WHERE id = ? AND owner = ? AND state = 'running'", (item_id, self._owner)
+        )
 
     async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None:
         await self._one(
-            "UPDATE queue SET state = 'pending', next_attempt_at = ?, last_error = ? WHERE id = ?",
-            (next_attempt_at, error, item_id),
+            "UPDATE queue SET state = 'pending', next_attempt_at = ?, last_error = ?, owner = NULL"
+            " WHERE id = ? AND owner = ? AND state = 'running'",
+            (next_attempt_at, error, item_id, self._owner),
         )
 
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         await self._one(
-            "UPDATE queue SET state = 'dead', next_attempt_at = ?, last_error = ? WHERE id = ?",
-            (now, error, item_id),
+            "UPDATE queue SET state = 'dead', next_attempt_at = ?, last_error = ?, owner = NULL"
+            " WHERE id = ? AND owner = ? AND state = 'running'",
+            (now, error, item_id, self._owner),
         )
 
     async def release_claims(self) -> int:
-        return await self._one("UPDATE queue SET state = 'pending' WHERE state = 'running'")
+        return await self._one(
+            "UPDATE queue SET state = 'pending', owner = NULL WHERE state = 'running' AND owner = ?",
+            (self._owner,),
+        )
 
     async def next_due_at(self, *, after: float) -> float | None:
-        rows = await self._rows(
-            "SELECT MIN(next_attempt_at) FROM queue WHERE state = 'pending' AND next_attempt_at > ?", (after,)
-        )
+        rows = await self._rows(_NEXT_DUE, {"after": after, "owner": self._owner})
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
