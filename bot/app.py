@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.oauth.flow import AuthorizationFlow
 from bot.oauth.sealing import Sealer
 from bot.oauth.token_store import UserTokenStore
 from bot.store import Store, open_store
+from bot.store.factory import POSTGRES_SCHEMES
 from bot.web import ClickToasts, EventIntake, OAuthCallback, add_routes, no_tracebacks
 from config import Settings
 from handlers.buttons import CardActions
@@ -49,7 +51,30 @@ class Runtime:
     services: Services
 
 
-RUNTIME = web.AppKey("runtime", Runtime)
+class Started:
+    """What start-up has made so far. The routes exist from the first request; the runtime may come
+    later: a shared store that does not answer at start is retried in the background meanwhile, so the
+    process serves /healthz (and 503s) instead of exiting into a restart loop."""
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.waiting_for = "starting"
+
+
+class NotStarted(Exception):
+    """A request arrived before the runtime exists; the web layer answers it 503 or with a toast."""
+
+
+STARTED = web.AppKey("started", Started)
+
+
+def runtime_of(app: web.Application) -> Runtime:
+    runtime = app[STARTED].runtime
+    if runtime is None:
+        raise NotStarted(app[STARTED].waiting_for)
+    return runtime
+
+
 INTAKE_TOASTS = ClickToasts(received=toast("info", ON_IT), not_stored=toast("error", NOT_STORED))
 
 
@@ -68,9 +93,9 @@ def _metrics_listener(
 
 
 async def _readiness(app: web.Application) -> list[str]:
-    runtime = app.get(RUNTIME)
+    runtime = app[STARTED].runtime
     if runtime is None:
-        return ["starting"]
+        return [app[STARTED].waiting_for]
     problems = [] if runtime.bot.open_id else ["bot identity unknown"]
     try:
         await runtime.store.inbox_stats()
@@ -81,7 +106,7 @@ async def _readiness(app: web.Application) -> list[str]:
 
 async def _refresh_gauges(app: web.Application, clock: Clock) -> None:
     # Read at scrape time, so a scrape always sees the inbox as it is now.
-    runtime = app.get(RUNTIME)
+    runtime = app[STARTED].runtime
     if runtime is not None:
         stats = await runtime.store.inbox_stats()
         runtime.metrics.inbox_pending.set(stats.pending + stats.running)
@@ -149,6 +174,22 @@ async def _start_runtime(
     return Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
 
 
+async def _keep_starting(start: Callable[[], Awaitable[None]], started: Started) -> None:
+    """Try start-up again with growing pauses (1 s doubling, at most 30 s) until it succeeds."""
+    attempt = 0
+    while True:
+        attempt += 1
+        await asyncio.sleep(min(30.0, 2.0 ** (attempt - 1)))
+        try:
+            await start()
+        except Exception as error:
+            started.waiting_for = f"store unreachable: {type(error).__name__}"
+            log.warning("store still unreachable", error=type(error).__name__, attempts=attempt)
+            continue
+        log.info("store reachable; started", attempts=attempt)
+        return
+
+
 def create_app(
     settings: Settings,
     *,
@@ -161,10 +202,11 @@ def create_app(
     guard = ConnectionGuard()
     app = web.Application(middlewares=[guard.middleware, no_tracebacks], client_max_size=2 * 1024 * 1024)
     app[GUARD] = guard
+    started = app[STARTED] = Started()
     metrics = Metrics()
 
     async def accept(envelope: EventEnvelope) -> bool:
-        runtime = app[RUNTIME]
+        runtime = runtime_of(app)
         if not needs_handling(envelope, runtime.bot.open_id):
             metrics.events_ignored.inc()
             return True  # acknowledged; nothing will ever be done with it
@@ -178,10 +220,10 @@ def create_app(
     sealer = Sealer(settings.secret_keys)
     # Routes reach the runtime through the app: it exists once start-up has run, which aiohttp finishes
     # before it serves a request.
-    callback = OAuthCallback(lambda: app[RUNTIME].flow, accept)
+    callback = OAuthCallback(lambda: runtime_of(app).flow, accept)
 
     async def preflight(envelope: EventEnvelope) -> tuple[bool, dict[str, Any]]:
-        verdict = await check_click(app[RUNTIME].services, envelope)
+        verdict = await check_click(runtime_of(app).services, envelope)
         return verdict.act, verdict.toast
 
     events = EventIntake(secrets, accept, metrics, clock, preflight, INTAKE_TOASTS)
@@ -203,22 +245,49 @@ def create_app(
         metrics_app=metrics_app,
     )
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = await open_store(settings.bot_store_url)
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         session = FeishuClient.open_session()
+        stores: list[Store] = []
+
+        async def start() -> None:
+            store = await open_store(settings.bot_store_url)
+            try:
+                runtime = await _start_runtime(
+                    settings, store, session, sealer, metrics, clock, api_retry or Retry(), retry_base_seconds
+                )
+                if start_workers:
+                    await runtime.inbox.start()
+            except BaseException:
+                await store.close()
+                raise
+            stores.append(store)
+            started.runtime = runtime
+
+        retrying: asyncio.Task[None] | None = None
         try:
-            app[RUNTIME] = await _start_runtime(
-                settings, store, session, sealer, metrics, clock, api_retry or Retry(), retry_base_seconds
-            )
-            inbox = app[RUNTIME].inbox
-            if start_workers:
-                await inbox.start()
+            try:
+                await start()
+            except Exception as error:
+                if not settings.bot_store_url.startswith(POSTGRES_SCHEMES):
+                    raise  # an embedded store that cannot open will not open by waiting
+                started.waiting_for = f"store unreachable: {type(error).__name__}"
+                log.error(
+                    "store unreachable at start; retrying while serving health", error=type(error).__name__
+                )
+                retrying = asyncio.create_task(
+                    _keep_starting(start, started), name="start-when-store-answers"
+                )
             yield
-            # The server has stopped taking requests by now; let running handlers finish.
-            await inbox.stop(settings.bot_shutdown_timeout)
+            if retrying is not None:
+                retrying.cancel()
+                await asyncio.gather(retrying, return_exceptions=True)
+            if started.runtime is not None:
+                # The server has stopped taking requests by now; let running handlers finish.
+                await started.runtime.inbox.stop(settings.bot_shutdown_timeout)
         finally:
             await session.close()
-            await store.close()
+            for store in stores:
+                await store.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -117,7 +117,7 @@ class EventIntake:
                 act, toast = await self._check_click(opened)
                 answer = {"toast": toast}
                 if not act:
-                    log.info("click on an expired or unknown button; nothing done")
+                    log.info("click not acted on", toast=toast.get("type"))
                     return web.json_response(answer)
             is_click = opened.event_type == CARD_ACTION_TRIGGER
             try:
@@ -170,6 +170,11 @@ class EventIntake:
         except TimeoutError:
             # Slow store: act anyway (the inbox decides for good) rather than miss Feishu's deadline.
             return True, self._toasts.received
+        except Exception as error:
+            # The store is away: the click could not be stored either, and Feishu never sends it again,
+            # so say so to the person who clicked.
+            log.error("click could not be checked", error=type(error).__name__)
+            return False, self._toasts.not_stored
 
 
 class OAuthCallback:

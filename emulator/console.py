@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import aiohttp
 from aiohttp import web
 
-from bot.app import RUNTIME
+from bot.app import runtime_of
 from bot.logs import configure_logging
 from emulator import Emulator
 from emulator.demo import loopback_world
@@ -151,7 +151,7 @@ class Console:
         return None
 
     async def _show(self) -> None:
-        await self._app[RUNTIME].inbox.wait_idle(15)
+        await runtime_of(self._app).inbox.wait_idle(15)
         await asyncio.sleep(0.05)  # a card update after a click lands just after the inbox goes idle
         for message in self._emulator.messages[self._seen :]:
             where = next((c.name for c in self._emulator.config.chats if c.chat_id == message.chat_id), "")

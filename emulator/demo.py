@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bot.app import RUNTIME, create_app
+from bot.app import create_app, runtime_of
 from bot.logs import configure_logging
 from config import Settings
 from emulator import Emulator, EmulatorConfig
@@ -154,7 +154,7 @@ async def _conversation(emulator: Emulator, app: web.Application) -> list[Step]:
     except TimeoutError:
         steps.append(Step("a typo gets 'did you mean'", False, "no reply within 10 s"))
         return steps
-    await app[RUNTIME].inbox.wait_idle(5)
+    await runtime_of(app).inbox.wait_idle(5)
     _show_new_replies(emulator, seen)
     statuses = (retry.status, repush.status, typo.status)
     steps.append(
@@ -254,7 +254,7 @@ async def _retry(
     result = await emulator.click(open_id, message_id, value)
     toast = (result.toast or {}).get("content", "")
     print(f"  toast within {result.elapsed_ms:.0f} ms: {toast}")
-    await app[RUNTIME].inbox.wait_idle(10)
+    await runtime_of(app).inbox.wait_idle(10)
     updates = [update for update in emulator.card_updates if update.message_id == message_id]
     names = {user.open_id: user.name for user in emulator.config.users}
     if updates:

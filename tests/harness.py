@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.app import RUNTIME, Runtime, create_app
+from bot.app import Runtime, create_app, runtime_of
 from bot.clock import Clock
 from bot.feishu.client import Retry
 from bot.listener import start_listener
@@ -125,7 +126,7 @@ class Harness:
     @property
     def runtime(self) -> Runtime:
         assert self.app is not None
-        return self.app[RUNTIME]
+        return runtime_of(self.app)
 
     async def start_bot(self, *, start_workers: bool = True) -> None:
         self.app = create_app(
@@ -228,3 +229,110 @@ async def updated_card(world: Harness, message_id: str, count: int = 1, within: 
             return json.dumps(updates[count - 1].content, ensure_ascii=False)
         await asyncio.sleep(0.02)
     raise AssertionError("the card was not updated")
+
+
+# --- `invite-bot serve` as a process of its own -------------------------------------------------
+
+
+def serve_env(
+    emulator: Emulator, url: str, folder: Path, port: int, *, store_url: str | None = None
+) -> dict[str, str]:
+    """The environment `invite-bot serve` reads, pointed at the emulator (SQLite in `folder` unless
+    `store_url` names another store)."""
+    settings = bot_settings(emulator.config, url, folder / "bot.db")
+    return {
+        **os.environ,
+        "FEISHU_APP_ID": settings.feishu_app_id,
+        "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
+        "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
+        "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
+        "FEISHU_DOMAIN": url,
+        "BOT_HOST": "127.0.0.1",
+        "BOT_PORT": str(port),
+        "BOT_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BOT_STORE_URL": store_url or settings.bot_store_url,
+        "BOT_SECRET_KEY": "k" * 40,
+    }
+
+
+async def start_serve(env: dict[str, str], log: Path | None = None) -> asyncio.subprocess.Process:
+    """Start `invite-bot serve` and wait for its /healthz. With `log`, its log goes to that file (a busy
+    process would fill an unread pipe and stall)."""
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("ab")) if log is not None else asyncio.subprocess.PIPE
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from bot.cli import main; main()",
+            "serve",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    url = f"http://127.0.0.1:{env['BOT_PORT']}/healthz"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return process
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError("invite-bot serve did not come up")
+
+
+# --- a network that a test can cut ---------------------------------------------------------------
+
+
+class CuttableProxy:
+    """A loopback TCP proxy in front of a server. `cut()` drops every connection and refuses new ones,
+    as a failed database host or a broken network would; `restore()` listens again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def restore(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+        for pump in list(self._pumps):
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _connect(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._open |= {client_writer, server_writer}
+        for source, sink in ((client_reader, server_writer), (server_reader, client_writer)):
+            pump = asyncio.create_task(self._pump(source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._open.discard(sink)
+            sink.transport.abort()

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
-
-import aiohttp
 
 from emulator import Emulator, Fault
 from emulator.server import start_emulator
-from tests.harness import ALICE, BOB, TEAM, bot_settings, free_port, open_harness
+from tests.harness import ALICE, BOB, TEAM, free_port, open_harness, serve_env, start_serve
 
 
 async def test_restart_resumes_an_acknowledged_but_unhandled_event(tmp_path: Path) -> None:
@@ -60,23 +56,6 @@ async def test_failing_handler_ends_dead_not_lost_and_chat_goes_on(tmp_path: Pat
         await world.close()
 
 
-def serve_env(emulator: Emulator, url: str, folder: Path, port: int) -> dict[str, str]:
-    """The environment `invite-bot serve` reads, pointed at the emulator."""
-    settings = bot_settings(emulator.config, url, folder / "bot.db")
-    return {
-        **os.environ,
-        "FEISHU_APP_ID": settings.feishu_app_id,
-        "FEISHU_APP_SECRET": settings.feishu_app_secret.get_secret_value(),
-        "FEISHU_VERIFICATION_TOKEN": settings.verification_token,
-        "FEISHU_ENCRYPT_KEY": settings.encrypt_key,
-        "FEISHU_DOMAIN": url,
-        "BOT_HOST": "127.0.0.1",
-        "BOT_PORT": str(port),
-        "BOT_STORE_URL": settings.bot_store_url,
-        "BOT_SECRET_KEY": "k" * 40,
-    }
-
-
 def pointed_at_a_serve_process(emulator: Emulator, url: str, folder: Path) -> dict[str, str]:
     """A free port for `invite-bot serve`, the emulator's webhook aimed at it, and its environment."""
     port = free_port()
@@ -91,29 +70,6 @@ async def reply_requested(emulator: Emulator) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the bot never sent its reply")
-
-
-async def start_serve(env: dict[str, str]) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "from bot.cli import main; main()",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{env['BOT_PORT']}/healthz"
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientError:
-                await asyncio.sleep(0.05)
-    process.kill()
-    raise AssertionError("invite-bot serve did not come up")
 
 
 async def test_killed_mid_reply_then_restarted_replies_exactly_once(tmp_path: Path) -> None:
