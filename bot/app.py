@@ -14,6 +14,7 @@ from bot.clock import Clock, system_clock
 from bot.feishu.client import FeishuClient, Retry
 from bot.feishu.events import EventEnvelope
 from bot.feishu.models import BotInfo
+from bot.feishu.ratelimit import RateLimiter, SharedCallLog, SharedRateLimiter
 from bot.feishu.webhook import WebhookSecrets, open_card_request
 from bot.inbox import Inbox
 from bot.listener import GUARD, ConnectionGuard, start_listener
@@ -131,6 +132,9 @@ async def _start_runtime(
         app_id=settings.feishu_app_id,
         app_secret=settings.feishu_app_secret,
         metrics=metrics,
+        # Replicas on a shared store share their windows too: three private 50/s limiters would let
+        # three processes together overrun Feishu's limit threefold.
+        limiter=SharedRateLimiter(store) if isinstance(store, SharedCallLog) else RateLimiter(),
         retry=api_retry,
         clock=clock,
     )

@@ -140,7 +140,7 @@ class Harness:
         # across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.
         runner, _ = await start_listener(self.app, "127.0.0.1", self.settings.bot_port, shutdown_timeout=1.0)
         self.bot_runner = runner
-        self.bot_url = self.settings.bot_public_url
+        self.bot_url = f"http://127.0.0.1:{self.settings.bot_port}"  # where this bot listens
         self.emulator.webhook_url = f"{self.bot_url}/feishu/events"
 
     async def stop_bot(self) -> None:

@@ -47,26 +47,39 @@ def test_serve_is_a_real_subcommand() -> None:
     assert "usage: invite-bot serve" in done.stdout
 
 
-def test_compose_file_parses_and_runs_serve_with_a_volume() -> None:
+def test_compose_runs_two_replicas_on_postgresql_behind_a_balancer() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
-    service = compose["services"]["invite-bot"]
-    assert service["command"] == ["serve"]
-    assert any(volume.endswith(":/data") for volume in service["volumes"])
-    assert "healthcheck" in service
-    assert "invite-bot-data" in compose["volumes"]
+    services = compose["services"]
+    assert set(services) == {"postgres", "invite-bot", "balancer"}
+    bot = services["invite-bot"]
+    assert bot["command"] == ["serve"]
+    assert bot["deploy"]["replicas"] == 2
+    assert bot["environment"]["BOT_STORE_URL"].startswith("postgresql://invite_bot:")
+    assert bot["environment"]["BOT_STORE_URL"].endswith("@postgres:5432/invite_bot")
+    assert bot["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "healthcheck" in bot
+    assert "healthcheck" in services["postgres"]
+    assert set(bot["environment"]) <= SETTINGS
+    assert "postgres-data" in compose["volumes"]
 
 
-def test_kubernetes_manifests_parse_with_probes_one_replica_and_known_settings() -> None:
+def test_kubernetes_runs_three_replicas_that_roll_and_survive_disruptions() -> None:
     documents = manifests()
-    assert set(documents) == {"Secret", "PersistentVolumeClaim", "Deployment", "Service", "Ingress"}
+    assert set(documents) == {"Secret", "Deployment", "PodDisruptionBudget", "Service", "Ingress"}
     deployment = documents["Deployment"]["spec"]
-    assert deployment["replicas"] == 1
-    assert deployment["strategy"]["type"] == "Recreate"
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"]["type"] == "RollingUpdate"
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    budget = documents["PodDisruptionBudget"]["spec"]
+    assert budget["minAvailable"] == 2
+    assert budget["selector"]["matchLabels"] == deployment["selector"]["matchLabels"]
     [container] = deployment["template"]["spec"]["containers"]
     assert container["args"] == ["serve"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert set(documents["Secret"]["stringData"]) <= SETTINGS
+    secret = documents["Secret"]["stringData"]
+    assert set(secret) <= SETTINGS
+    assert secret["BOT_STORE_URL"].startswith("postgresql://")
     assert {variable["name"] for variable in container["env"]} <= SETTINGS
 
 
@@ -93,7 +106,10 @@ def test_what_the_internet_reaches_is_only_feishu_and_oauth() -> None:
     metrics_port = int(env["BOT_METRICS_PORT"])
     assert metrics_port in {port["containerPort"] for port in container["ports"]}
     assert all(port["targetPort"] == "http" for port in documents["Service"]["spec"]["ports"])
-    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["invite-bot"]
-    metrics = str(compose["environment"]["BOT_METRICS_PORT"])
-    published = [port for port in compose["ports"] if port.endswith(f":{metrics}")]
-    assert published == [f"127.0.0.1:{metrics}:{metrics}"]
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    # In compose only the balancer is published, and it forwards Feishu's and the browsers' paths.
+    assert [name for name, service in services.items() if service.get("ports")] == ["balancer"]
+    assert services["balancer"]["ports"] == ["8080:8080"]
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert set(re.findall(r"location (\S+) \{", nginx)) == {"/feishu/", "/oauth/", "/"}
+    assert "return 404;" in nginx

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from bot.clock import Clock
 
@@ -42,6 +43,8 @@ class _Line:
 
 
 class RateLimiter:
+    """One process's limiter: the windows live in this process's memory."""
+
     def __init__(
         self,
         clock: Clock = time.monotonic,
@@ -103,3 +106,36 @@ class RateLimiter:
             del self._logs[entry]
         for key in [key for key, line in self._lines.items() if not line.waiting]:
             del self._lines[key]
+
+
+@runtime_checkable
+class SharedCallLog(Protocol):
+    """Windows of calls that several processes share (the PostgreSQL store keeps them)."""
+
+    async def admit_call(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+        """Record a call under `key` and return 0 if it fits every (count, seconds) window now, counted
+        over every process; otherwise record nothing and return the seconds until it may."""
+        ...
+
+
+class SharedRateLimiter:
+    """The limiter for replicas: the calls of every process together stay under Feishu's limits, since
+    each admission is decided against the shared log. Callers in this process still queue in arrival
+    order per key, so a burst asks the shared log once per freed slot, not once per waiter."""
+
+    def __init__(self, log: SharedCallLog, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._log = log
+        self._sleep = sleep
+        self._lines: dict[str, asyncio.Lock] = {}
+
+    async def acquire(self, key: str, limits: Sequence[Limit]) -> float:
+        windows = [(limit.count, limit.period * _SLACK) for limit in limits]
+        line = self._lines.setdefault(key, asyncio.Lock())
+        waited = 0.0
+        async with line:
+            while (wait := await self._log.admit_call(key, windows)) > 0:
+                await self._sleep(wait)
+                waited += wait
+        if not line.locked() and len(self._lines) > _PRUNE_ABOVE:
+            self._lines = {k: v for k, v in self._lines.items() if v.locked()}
+        return waited

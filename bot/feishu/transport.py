@@ -36,7 +36,7 @@ from bot.feishu.models import (
     TenantAccessTokenRequest,
     TenantAccessTokenResponse,
 )
-from bot.feishu.ratelimit import Limit, RateLimiter
+from bot.feishu.ratelimit import Limit, RateLimiter, SharedRateLimiter
 from bot.feishu.tokens import TenantTokenManager
 from bot.metrics import Metrics
 
@@ -67,7 +67,7 @@ class FeishuTransport:
         app_id: str,
         app_secret: SecretStr,
         metrics: Metrics,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | SharedRateLimiter | None = None,
         retry: Retry = Retry(),
         clock: Clock = system_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -77,7 +77,7 @@ class FeishuTransport:
         self._app_id = app_id
         self._app_secret = app_secret
         self._metrics = metrics
-        self._limiter = limiter or RateLimiter()
+        self._limiter: RateLimiter | SharedRateLimiter = limiter or RateLimiter()
         self._retry = retry
         self._sleep = sleep
         self.tenant_tokens = TenantTokenManager(self._fetch_tenant_token, clock)

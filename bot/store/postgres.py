@@ -67,6 +67,41 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
     """,
+    # 2: the Open API calls of every replica, for limits that hold across processes. Time is the
+    # server's, so replicas whose clocks differ still count in one timeline.
+    """
+    CREATE TABLE rate_call (
+        key text NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE INDEX rate_call_window ON rate_call (key, at);
+
+    CREATE FUNCTION invite_bot_admit(p_key text, p_counts integer[], p_periods double precision[])
+    RETURNS double precision LANGUAGE plpgsql AS $$
+    DECLARE
+        now_ double precision := extract(epoch FROM clock_timestamp());
+        wait double precision := 0;
+        in_window integer;
+        ages_out double precision;
+    BEGIN
+        -- One admission per key at a time, across every replica; held until this statement commits.
+        PERFORM pg_advisory_xact_lock(hashtextextended('invite_bot_rate:' || p_key, 0));
+        FOR i IN 1 .. coalesce(array_length(p_counts, 1), 0) LOOP
+            SELECT count(*) INTO in_window FROM rate_call WHERE key = p_key AND at > now_ - p_periods[i];
+            IF in_window >= p_counts[i] THEN
+                -- The call whose ageing out makes room: the window's (in_window - count + 1)-th oldest.
+                SELECT at INTO ages_out FROM rate_call WHERE key = p_key AND at > now_ - p_periods[i]
+                    ORDER BY at OFFSET in_window - p_counts[i] LIMIT 1;
+                wait := greatest(wait, ages_out + p_periods[i] - now_);
+            END IF;
+        END LOOP;
+        IF wait > 0 THEN
+            RETURN wait;
+        END IF;
+        INSERT INTO rate_call (key, at) VALUES (p_key, now_);
+        RETURN 0;
+    END $$;
+    """,
 )
 
 # A key is new unless it is remembered and live. Remembering it and queueing the event are one
@@ -137,6 +172,11 @@ _PURGES = (
         " AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         0.0,
     ),
+)
+# Calls older than every window (a minute, with slack) no longer count for anything. Server time.
+_FORGET_CALLS = (
+    "DELETE FROM rate_call WHERE ctid IN (SELECT ctid FROM rate_call"
+    " WHERE at < extract(epoch FROM clock_timestamp()) - 120 LIMIT $1)"
 )
 
 # Connecting gives up well inside Feishu's 3-second deadline, so an unreachable server turns into a 503
@@ -261,7 +301,20 @@ class PostgresStore:
                 forgotten += deleted
                 if deleted < PURGE_BATCH:
                     break
+        while (deleted := await self._status(_FORGET_CALLS, PURGE_BATCH)) == PURGE_BATCH:
+            pass
         return forgotten
+
+    # --- shared rate limits -------------------------------------------------------------------------
+
+    async def admit_call(self, key: str, windows: Sequence[tuple[int, float]]) -> float:
+        wait = await self._pool.fetchval(
+            "SELECT invite_bot_admit($1, $2::integer[], $3::double precision[])",
+            key,
+            [count for count, _ in windows],
+            [seconds for _, seconds in windows],
+        )
+        return float(wait)
 
     # --- key-value ------------------------------------------------------------------------------------
 
