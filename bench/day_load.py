@@ -36,12 +36,14 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
+import secrets
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -101,13 +103,25 @@ class Scenario:
     latency: float  # seconds added to every invite and reply call
     history: int  # remembered deliveries written into the store before the bot starts
     crowd: int = 0  # > 0: one @all invite in a chat of this many people instead of a timetable
+    store: str = "sqlite"  # or "postgresql"
+    replicas: int = 1  # `serve` processes sharing the store (PostgreSQL only beyond 1)
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
     histories = [0, 1_000_000] if args.history is None else [args.history]
-    mixed = [Scenario("mixed", 4000, 20.0, 0.9, 20, args.latency, history) for history in histories]
-    burst = Scenario("burst", 600, 10.0, 0.0, 60, args.latency, 0)
-    crowd = Scenario("crowd", 1, 0.0, 0.0, 1, args.latency, 0, crowd=500)
+    store, replicas, events = args.store, args.replicas, round(args.rate * 20)
+    if args.scenario == "replicas":
+        # The mixed load on SQLite, then on PostgreSQL with 1, 2 and 3 replicas.
+        fleets = [("sqlite", 1)] + [("postgresql", n) for n in (1, 2, 3)]
+        return [
+            Scenario("mixed", events, 20.0, 0.9, 20, args.latency, 0, store=s, replicas=n) for s, n in fleets
+        ]
+    mixed = [
+        Scenario("mixed", events, 20.0, 0.9, 20, args.latency, history, store=store, replicas=replicas)
+        for history in histories
+    ]
+    burst = Scenario("burst", 600, 10.0, 0.0, 60, args.latency, 0, store=store, replicas=replicas)
+    crowd = Scenario("crowd", 1, 0.0, 0.0, 1, args.latency, 0, crowd=500, store=store, replicas=replicas)
     chosen = {"mixed": mixed, "burst": [burst], "crowd": [crowd]}
     return chosen.get(args.scenario, [*mixed, burst, crowd])
 
@@ -254,9 +268,12 @@ class Pushed:
     status: int  # 0: no answer
 
 
-async def drive(emulator: Emulator, pushes: Sequence[Push]) -> list[Pushed]:
-    async def one(push: Push, due: float, due_wall: float) -> Pushed:
+async def drive(emulator: Emulator, pushes: Sequence[Push], hooks: Sequence[str]) -> list[Pushed]:
+    """Push i goes to replica i mod n, as a balancer in front of them would spread Feishu's pushes."""
+
+    async def one(push: Push, due: float, due_wall: float, hook: str) -> Pushed:
         message_id = str(push.payload["event"]["message"]["message_id"])
+        emulator.webhook_url = hook  # read by `push` before its first await
         try:
             status = (await emulator.push(push.payload, timeout=REQUEST_TIMEOUT)).status
         except (aiohttp.ClientError, TimeoutError):
@@ -265,12 +282,13 @@ async def drive(emulator: Emulator, pushes: Sequence[Push]) -> list[Pushed]:
 
     start, start_wall = time.perf_counter() + 0.05, time.time() + 0.05
     tasks = []
-    for push in pushes:
+    for index, push in enumerate(pushes):
         due = start + push.at
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(push, due, start_wall + push.at)))
+        hook = hooks[index % len(hooks)]
+        tasks.append(asyncio.create_task(one(push, due, start_wall + push.at, hook)))
     return list(await asyncio.gather(*tasks))
 
 
@@ -290,6 +308,8 @@ async def wait_for_cards(emulator: Emulator, commands: set[str], within: float) 
 @dataclass
 class Report:
     scenario: str
+    store: str
+    replicas: int
     history: int
     remembered_at_end: int  # delivery keys in the store when the last card arrived
     events: int
@@ -304,13 +324,16 @@ class Report:
     bot_cpu_s: float
     event_loop_cpu_s: float  # the main thread's share; the rest is SQLite's threads
     cpu_ms_per_event: float
-    bot_peak_rss_mib: float
+    database_cpu_s: float  # PostgreSQL's server processes over the same window (0 for SQLite)
+    bot_peak_rss_mib: float  # the largest replica's
     rate_limited_answers: int  # 99991400 answers the bot got from the emulator (retried, not shown)
     ignored: int  # chatter the bot acknowledged without queueing
     settings: dict[str, str] = field(default_factory=dict)
 
 
-def bot_environment(config: EmulatorConfig, emulator_url: str, port: int, tmp: Path) -> dict[str, str]:
+def bot_environment(
+    config: EmulatorConfig, emulator_url: str, port: int, public_port: int, store_url: str
+) -> dict[str, str]:
     return {
         "FEISHU_APP_ID": config.app_id,
         "FEISHU_APP_SECRET": config.app_secret,
@@ -319,8 +342,9 @@ def bot_environment(config: EmulatorConfig, emulator_url: str, port: int, tmp: P
         "FEISHU_DOMAIN": emulator_url,
         "BOT_HOST": HOST,
         "BOT_PORT": str(port),
-        "BOT_PUBLIC_URL": f"http://{HOST}:{port}",
-        "BOT_STORE_URL": f"sqlite:///{tmp / 'bot.db'}",
+        # Replicas share one public URL (a balancer's); here the first replica's, where OAuth lands.
+        "BOT_PUBLIC_URL": f"http://{HOST}:{public_port}",
+        "BOT_STORE_URL": store_url,
         "BOT_SECRET_KEY": "bench-" + "k" * 42,
         "BOT_LOG_LEVEL": "warning",
         "BOT_SHUTDOWN_TIMEOUT": "3",
@@ -338,42 +362,117 @@ def start_bot(settings: dict[str, str], tmp: Path, log: IO[bytes]) -> subprocess
     )
 
 
-async def run(scenario: Scenario, extra_env: dict[str, str]) -> Report:
+@dataclass
+class Replica:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+
+@contextlib.asynccontextmanager
+async def store_for(scenario: Scenario, tmp: Path, postgres_url: str) -> AsyncIterator[RunStore]:
+    """A fresh store for one run, prefilled with the scenario's history: a SQLite file, or a PostgreSQL
+    schema of its own (dropped afterwards)."""
+    now = time.time()
+    if scenario.store == "sqlite":
+        path = tmp / "bot.db"
+        await prefill(path, scenario.history, now)
+        yield RunStore(f"sqlite:///{path}", lambda: asyncio.to_thread(remembered_deliveries, path))
+        return
+    import asyncpg
+
+    from bot.store.postgres import PostgresStore
+
+    schema = f"bench_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(postgres_url, timeout=5)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}search_path={schema}"
+        store = await PostgresStore.open(url)  # the bot's own schema, migrated
+        await store.close()
+        if scenario.history:
+            first, span = now - 60.0, DEDUPE_SECONDS + 60.0
+            await admin.execute(
+                f"INSERT INTO {schema}.delivery (dedupe_key, dedupe_until) SELECT 'message:om_history' || n,"  # noqa: S608 - our own schema name
+                " $1 + $2 * n / $3 FROM generate_series(0, $3 - 1) AS n",
+                first,
+                span,
+                scenario.history,
+            )
+            await admin.execute(f"ANALYZE {schema}.delivery")
+
+        async def count() -> int:
+            return int(await admin.fetchval(f"SELECT count(*) FROM {schema}.delivery"))  # noqa: S608 - ours
+
+        yield RunStore(url, count)
+    finally:
+        await admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class RunStore:
+    url: str
+    remembered: Callable[[], Awaitable[int]]
+
+
+async def run(scenario: Scenario, extra_env: dict[str, str], postgres_url: str) -> Report:
     members = 1 + math.ceil(scenario.events * (1 - scenario.chatter) / scenario.chats) + 4
     config, teams = tenant(scenario.chats, max(members, scenario.crowd + 1))
     with workspace() as tmp:
-        await prefill(tmp / "bot.db", scenario.history, time.time())
-        emulator, runner, emulator_url = await start_emulator(config, HOST, 0)
-        port = free_port()
-        settings = {**bot_environment(config, emulator_url, port, tmp), **extra_env}
-        if scenario.crowd:
-            settings.update(BOT_INVITE_CEILING="1000", BOT_CONFIRM_THRESHOLD="1000")
-        log_path = tmp / "bot.log"
-        try:
-            with log_path.open("wb") as log:
-                bot = start_bot(settings, tmp, log)
-                try:
-                    return await measure(scenario, emulator, teams, bot, f"http://{HOST}:{port}", settings)
-                except Exception:
-                    print(log_path.read_bytes()[-4000:].decode(errors="replace"), file=sys.stderr)
-                    raise
-                finally:
-                    await asyncio.to_thread(stop_process, bot)
-        finally:
-            await emulator.close()
-            await runner.cleanup()
+        async with store_for(scenario, tmp, postgres_url) as store:
+            emulator, runner, emulator_url = await start_emulator(config, HOST, 0)
+            ports = [free_port() for _ in range(scenario.replicas)]
+            settings = {}
+            replicas: list[Replica] = []
+            try:
+                with contextlib.ExitStack() as logs:
+                    for index, port in enumerate(ports):
+                        settings = {
+                            **bot_environment(config, emulator_url, port, ports[0], store.url),
+                            **extra_env,
+                        }
+                        if scenario.crowd:
+                            settings.update(BOT_INVITE_CEILING="1000", BOT_CONFIRM_THRESHOLD="1000")
+                        log_path = tmp / f"bot{index}.log"
+                        process = start_bot(settings, tmp, logs.enter_context(log_path.open("wb")))
+                        replicas.append(Replica(process, f"http://{HOST}:{port}", log_path))
+                    try:
+                        return await measure(scenario, emulator, teams, replicas, store, settings)
+                    except Exception:
+                        for replica in replicas:
+                            print(replica.log.read_bytes()[-3000:].decode(errors="replace"), file=sys.stderr)
+                        raise
+            finally:
+                await asyncio.gather(*(asyncio.to_thread(stop_process, r.process) for r in replicas))
+                await emulator.close()
+                await runner.cleanup()
+
+
+def postgres_cpu_seconds() -> float:
+    """utime+stime of every PostgreSQL server process on this machine (their /proc is readable)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if (entry / "comm").read_text().strip().startswith("postgres"):
+                total += proc_stat(int(entry.name)).cpu_seconds
+    return total
 
 
 async def measure(
     scenario: Scenario,
     emulator: Emulator,
     teams: list[Team],
-    bot: subprocess.Popen[bytes],
-    base: str,
+    replicas: list[Replica],
+    store: RunStore,
     settings: dict[str, str],
 ) -> Report:
-    await wait_healthy(base, bot)
-    emulator.webhook_url = base + EVENTS_PATH
+    for replica in replicas:
+        await wait_healthy(replica.base, replica.process)
+    hooks = [replica.base + EVENTS_PATH for replica in replicas]
+    emulator.webhook_url = hooks[0]
     open_meetings(emulator, teams)
     await authorize_all(emulator, teams)
     add_latency(emulator, scenario.latency)
@@ -383,18 +482,21 @@ async def measure(
         pushes = [Push(crowd, 0.0, (team, "@all"))]
     else:
         pushes = timetable(emulator, scenario, teams, random.Random(11))
+    pids = [replica.process.pid for replica in replicas]
     async with aiohttp.ClientSession() as session:
-        before = await bot_metrics(session, base)
-        cpu_before = proc_stat(bot.pid).cpu_seconds
-        loop_before = thread_cpu_seconds(bot.pid).get(bot.pid, 0.0)
-        pushed = await drive(emulator, pushes)
+        before = [await bot_metrics(session, replica.base) for replica in replicas]
+        cpu_before = sum(proc_stat(pid).cpu_seconds for pid in pids)
+        loop_before = sum(thread_cpu_seconds(pid).get(pid, 0.0) for pid in pids)
+        database_before = postgres_cpu_seconds() if scenario.store == "postgresql" else 0.0
+        pushed = await drive(emulator, pushes, hooks)
         commands = {p.message_id: p for p in pushed if p.push.command is not None}
         cards = await wait_for_cards(emulator, set(commands), COMPLETION_WINDOW)
-        end = proc_stat(bot.pid)
-        remembered = remembered_deliveries(Path(settings["BOT_STORE_URL"].removeprefix("sqlite:///")))
-        loop_cpu = thread_cpu_seconds(bot.pid).get(bot.pid, 0.0) - loop_before
-        after = await bot_metrics(session, base)
-        raw = await (await session.get(f"{base}/metrics")).text()
+        ends = [proc_stat(pid) for pid in pids]
+        database_cpu = postgres_cpu_seconds() - database_before if scenario.store == "postgresql" else 0.0
+        loop_cpu = sum(thread_cpu_seconds(pid).get(pid, 0.0) for pid in pids) - loop_before
+        remembered = await store.remembered()
+        after = [await bot_metrics(session, replica.base) for replica in replicas]
+        raws = [await (await session.get(f"{replica.base}/metrics")).text() for replica in replicas]
 
     completed = invited = calls = 0
     for message_id, item in commands.items():
@@ -408,14 +510,21 @@ async def measure(
             completed += 1
     card_ms = [(cards[m] - item.sent_at) * 1000 for m, item in commands.items() if m in cards]
     first = min(p.sent_at for p in pushed)
-    cpu = end.cpu_seconds - cpu_before
+    cpu = sum(end.cpu_seconds for end in ends) - cpu_before
     limited = sum(
         float(line.rsplit(" ", 1)[1])
+        for raw in raws
         for line in raw.splitlines()
         if line.startswith("invite_bot_openapi_calls_total{") and 'result="99991400"' in line
     )
+    ignored = sum(
+        a.get("invite_bot_events_ignored", 0.0) - b.get("invite_bot_events_ignored", 0.0)
+        for a, b in zip(after, before, strict=True)
+    )
     return Report(
         scenario=scenario.name,
+        store=scenario.store,
+        replicas=scenario.replicas,
         history=scenario.history,
         remembered_at_end=remembered,
         events=len(pushed),
@@ -430,11 +539,10 @@ async def measure(
         bot_cpu_s=cpu,
         event_loop_cpu_s=loop_cpu,
         cpu_ms_per_event=1000 * cpu / len(pushed),
-        bot_peak_rss_mib=end.peak_rss_kib / 1024,
+        database_cpu_s=database_cpu,
+        bot_peak_rss_mib=max(end.peak_rss_kib for end in ends) / 1024,
         rate_limited_answers=round(limited),
-        ignored=round(
-            after.get("invite_bot_events_ignored", 0.0) - before.get("invite_bot_events_ignored", 0.0)
-        ),
+        ignored=round(ignored),
         settings={k: v for k, v in settings.items() if k in ("BOT_INBOX_WORKERS",)},
     )
 
@@ -444,7 +552,8 @@ async def measure(
 
 def print_report(report: Report) -> None:
     ack, card = report.ack_ms, report.card_ms
-    print(f"\n== {report.scenario}, history {report.history:,} remembered deliveries ==")
+    fleet = f"{report.store}, {report.replicas} replica{'s' if report.replicas > 1 else ''}"
+    print(f"\n== {report.scenario}, {fleet}, history {report.history:,} remembered deliveries ==")
     print(f"remembered at the end  {report.remembered_at_end:,} delivery keys")
     print(f"pushes                 {report.events:,}, {report.non_200} not answered 200")
     print(f"chatter ignored        {report.ignored:,} (acknowledged, never queued)")
@@ -464,7 +573,9 @@ def print_report(report: Report) -> None:
         f"bot CPU                {report.bot_cpu_s:.2f} s = {report.cpu_ms_per_event:.3f} ms per event "
         f"(event loop {report.event_loop_cpu_s:.2f} s, SQLite threads {threads:.2f} s)"
     )
-    print(f"bot peak RSS           {report.bot_peak_rss_mib:.1f} MiB")
+    if report.store == "postgresql":
+        print(f"PostgreSQL CPU         {report.database_cpu_s:.2f} s (its server processes, same window)")
+    print(f"bot peak RSS           {report.bot_peak_rss_mib:.1f} MiB (the largest replica)")
     print(f"429 answers to the bot {report.rate_limited_answers}")
 
 
@@ -472,7 +583,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=("all", "mixed", "burst", "crowd"), default="all")
+    parser.add_argument("--scenario", choices=("all", "mixed", "burst", "crowd", "replicas"), default="all")
+    parser.add_argument("--rate", type=float, default=200.0, help="events/s of the mixed load (20 s)")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="serve processes (PostgreSQL for more than 1)"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test",
+        help="a server to create a schema of its own in (dropped afterwards)",
+    )
     parser.add_argument("--history", type=int, default=None, help="remembered deliveries to prefill")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds added to invite and reply")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -480,6 +601,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.history is not None and not 0 <= args.history <= 5_000_000:
         parser.error("--history must be between 0 and 5,000,000")
+    if not 1 <= args.replicas <= 8 or (args.replicas > 1 and args.store != "postgresql"):
+        parser.error("--replicas is 1-8, and more than 1 needs --store postgresql")
+    if not 10 <= args.rate <= 1000:
+        parser.error("--rate must be between 10 and 1000 events/s")
     if not 0 <= args.latency <= 2:
         parser.error("--latency must be between 0 and 2 seconds")
     for item in args.env:
@@ -493,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     failed = False
     for scenario in scenarios(args):
-        report = asyncio.run(run(scenario, extra))
+        report = asyncio.run(run(scenario, extra, args.postgres_url))
         print_report(report)
         if args.json:
             print(json.dumps(asdict(report)))
