@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -105,9 +106,14 @@ class Scenario:
     crowd: int = 0  # > 0: one @all invite in a chat of this many people instead of a timetable
     store: str = "sqlite"  # or "postgresql"
     replicas: int = 1  # `serve` processes sharing the store (PostgreSQL only beyond 1)
+    transport: str = "webhook"  # or "long-connection": pushes go down the bot's WebSocket
 
 
 def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    return [dataclasses.replace(scenario, transport=args.transport) for scenario in _scenarios(args)]
+
+
+def _scenarios(args: argparse.Namespace) -> list[Scenario]:
     histories = [0, 1_000_000] if args.history is None else [args.history]
     store, replicas, events = args.store, args.replicas, round(args.rate * 20)
     if args.scenario == "replicas":
@@ -308,6 +314,7 @@ async def wait_for_cards(emulator: Emulator, commands: set[str], within: float) 
 @dataclass
 class Report:
     scenario: str
+    transport: str
     store: str
     replicas: int
     history: int
@@ -434,6 +441,9 @@ async def run(scenario: Scenario, extra_env: dict[str, str], postgres_url: str) 
                         }
                         if scenario.crowd:
                             settings.update(BOT_INVITE_CEILING="1000", BOT_CONFIRM_THRESHOLD="1000")
+                        if scenario.transport == "long-connection":
+                            settings["BOT_EVENT_TRANSPORT"] = "long-connection"
+                            emulator.transport = "long-connection"
                         log_path = tmp / f"bot{index}.log"
                         process = start_bot(settings, tmp, logs.enter_context(log_path.open("wb")))
                         replicas.append(Replica(process, f"http://{HOST}:{port}", log_path))
@@ -473,6 +483,11 @@ async def measure(
         await wait_healthy(replica.base, replica.process)
     hooks = [replica.base + EVENTS_PATH for replica in replicas]
     emulator.webhook_url = hooks[0]
+    if scenario.transport == "long-connection":
+        for _ in range(200):  # every replica dials in
+            if len(emulator.long_connection.connections) >= len(replicas):
+                break
+            await asyncio.sleep(0.05)
     open_meetings(emulator, teams)
     await authorize_all(emulator, teams)
     add_latency(emulator, scenario.latency)
@@ -523,6 +538,7 @@ async def measure(
     )
     return Report(
         scenario=scenario.name,
+        transport=scenario.transport,
         store=scenario.store,
         replicas=scenario.replicas,
         history=scenario.history,
@@ -552,7 +568,9 @@ async def measure(
 
 def print_report(report: Report) -> None:
     ack, card = report.ack_ms, report.card_ms
-    fleet = f"{report.store}, {report.replicas} replica{'s' if report.replicas > 1 else ''}"
+    fleet = (
+        f"{report.transport}, {report.store}, {report.replicas} replica{'s' if report.replicas > 1 else ''}"
+    )
     print(f"\n== {report.scenario}, {fleet}, history {report.history:,} remembered deliveries ==")
     print(f"remembered at the end  {report.remembered_at_end:,} delivery keys")
     print(f"pushes                 {report.events:,}, {report.non_200} not answered 200")
@@ -586,6 +604,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=("all", "mixed", "burst", "crowd", "replicas"), default="all")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s of the mixed load (20 s)")
     parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--transport", choices=("webhook", "long-connection"), default="webhook")
     parser.add_argument(
         "--replicas", type=int, default=1, help="serve processes (PostgreSQL for more than 1)"
     )

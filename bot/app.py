@@ -13,9 +13,10 @@ from aiohttp import ClientSession, web
 from bot.clock import Clock, system_clock
 from bot.feishu.client import FeishuClient, Retry
 from bot.feishu.events import EventEnvelope
+from bot.feishu.long_connection import Answer, LongConnection, Receive
 from bot.feishu.models import BotInfo
 from bot.feishu.ratelimit import RateLimiter, SharedCallLog, SharedRateLimiter
-from bot.feishu.webhook import WebhookSecrets, open_card_request
+from bot.feishu.webhook import Rejected, WebhookSecrets, open_card_request, open_pushed_event
 from bot.inbox import Inbox
 from bot.listener import GUARD, ConnectionGuard, start_listener
 from bot.metrics import Metrics
@@ -60,6 +61,7 @@ class Started:
     def __init__(self) -> None:
         self.runtime: Runtime | None = None
         self.waiting_for = "starting"
+        self.connection: LongConnection | None = None  # BOT_EVENT_TRANSPORT=long-connection
 
 
 class NotStarted(Exception):
@@ -98,6 +100,11 @@ async def _readiness(app: web.Application) -> list[str]:
     if runtime is None:
         return [app[STARTED].waiting_for]
     problems = [] if runtime.bot.open_id else ["bot identity unknown"]
+    connection = app[STARTED].connection
+    if connection is not None and connection.refused is not None:
+        problems.append(f"long connection refused by Feishu: {connection.refused}")
+    elif connection is not None and not connection.connected.is_set():
+        problems.append("long connection not connected")
     try:
         await runtime.store.inbox_stats()
     except Exception as error:
@@ -176,6 +183,24 @@ async def _start_runtime(
         on_dead=router.on_dead,
     )
     return Runtime(settings, metrics, store, client, bot, inbox, authority, flow, services)
+
+
+def _frame_receiver(intake: EventIntake) -> Receive:
+    """What the long connection does with one envelope: exactly what the webhook does after opening a
+    request, so nothing after the inbox can tell how an event arrived."""
+
+    async def receive(payload: bytes) -> Answer:
+        try:
+            envelope = open_pushed_event(payload)
+        except Rejected as rejected:
+            log.info("long connection event refused", reason=rejected.reason)
+            return Answer(200)  # it will never parse: having Feishu push it again cannot help
+        status, body = await intake.receive(envelope)
+        if status == 503:
+            return Answer(500)  # not stored: Feishu pushes it again
+        return Answer(200, {"toast": body["toast"]} if "toast" in body else None)
+
+    return receive
 
 
 async def _keep_starting(start: Callable[[], Awaitable[None]], started: Started) -> None:
@@ -266,8 +291,19 @@ def create_app(
                 raise
             stores.append(store)
             started.runtime = runtime
+            if settings.bot_event_transport == "long-connection":
+                connection = LongConnection(
+                    session,
+                    domain=settings.feishu_domain,
+                    app_id=settings.feishu_app_id,
+                    app_secret=settings.feishu_app_secret,
+                    receive=_frame_receiver(events),
+                )
+                started.connection = connection
+                dialing.append(asyncio.create_task(connection.run(), name="long-connection"))
 
         retrying: asyncio.Task[None] | None = None
+        dialing: list[asyncio.Task[None]] = []
         try:
             try:
                 await start()
@@ -285,6 +321,11 @@ def create_app(
             if retrying is not None:
                 retrying.cancel()
                 await asyncio.gather(retrying, return_exceptions=True)
+            for task in dialing:  # no new events from Feishu; those already stored finish below
+                task.cancel()
+            await asyncio.gather(*dialing, return_exceptions=True)
+            if started.connection is not None:
+                await started.connection.close()
             if started.runtime is not None:
                 # The server has stopped taking requests by now; let running handlers finish.
                 await started.runtime.inbox.stop(settings.bot_shutdown_timeout)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from bot.feishu.client import FeishuClient
 from bot.feishu.errors import FeishuApiError
+from bot.feishu.long_connection import Lost, Refused, dial, fetch_endpoint
 from bot.metrics import Metrics
 from config import Settings
 
@@ -34,16 +37,25 @@ async def run_checks(settings: Settings) -> int:
         except FeishuApiError as error:
             print(f"credentials: FAILED: code {error.code}: {error.msg} (log_id {error.log_id or '-'})")
             return 1
+        if settings.bot_event_transport == "long-connection" and not await _check_long_connection(
+            session, settings
+        ):
+            return 1
     print(f"bot: {bot.app_name or '(no name)'} open_id={bot.open_id}")
     print("register in the Feishu developer console:")
-    print(f"  event request URL:    {settings.bot_public_url}/feishu/events")
-    print(f"  callback request URL: {settings.bot_public_url}/feishu/events")
+    if settings.bot_event_transport == "long-connection":
+        print("  events:               receive through the long connection (使用长连接接收事件); the console")
+        print("                        saves this only while a bot is connected: start `serve` first")
+        print("  callbacks:            receive through the long connection (使用长连接接收回调)")
+    else:
+        print(f"  event request URL:    {settings.bot_public_url}/feishu/events")
+        print(f"  callback request URL: {settings.bot_public_url}/feishu/events")
     print(f"  redirect URL:         {settings.oauth_redirect_uri}")
     print("  events:               im.message.receive_v1")
-    print("  callbacks:            card.action.trigger (same URL)")
+    print("  callbacks:            card.action.trigger")
     print("  app scopes:           " + " ".join(APP_SCOPES))
     print("  user scopes (OAuth):  " + settings.bot_oauth_scopes)
-    if not settings.encrypt_key:
+    if not settings.encrypt_key and settings.bot_event_transport == "webhook":
         # check validates what it can; serve is where an unsigned set-up is refused outright.
         verdict = (
             "accepted (BOT_ALLOW_UNSIGNED_EVENTS=true)"
@@ -53,3 +65,31 @@ async def run_checks(settings: Settings) -> int:
         print(f"warning: FEISHU_ENCRYPT_KEY is empty, so events carry no signature: {verdict}")
     print("details: docs/setup-feishu.md")
     return 0
+
+
+async def _check_long_connection(session: aiohttp.ClientSession, settings: Settings) -> bool:
+    """Ask for a socket and open it once, explaining what a user meets when that fails."""
+    try:
+        url, _ = await fetch_endpoint(
+            session, settings.feishu_domain, settings.feishu_app_id, settings.feishu_app_secret
+        )
+        socket = await dial(session, url)  # the URL carries credentials: never printed
+        await socket.close()
+    except Refused as refused:
+        reason = str(refused)
+        if "10003" in reason or "10014" in reason:
+            hint = "the App ID or App Secret is wrong"
+        elif "connection limit" in reason:
+            hint = "Feishu allows 50 connections per app, and that many processes of this app are connected"
+        elif "banned" in reason:
+            hint = "Feishu has disabled this app"
+        else:
+            hint = "only enterprise custom apps (企业自建应用) may use it; a store app needs the webhook"
+        print(f"long connection: FAILED: {reason}: {hint}")
+        return False
+    except (Lost, aiohttp.ClientError, OSError, TimeoutError) as error:
+        said = str(error) if isinstance(error, Lost) else type(error).__name__
+        print(f"long connection: FAILED: {said}: Feishu did not answer; try again later")
+        return False
+    print("long connection: ok (endpoint issued, socket opened and closed)")
+    return True

@@ -111,6 +111,16 @@ class EventIntake:
         if isinstance(opened, UrlVerification):
             log.info("url verification answered")
             return web.json_response({"challenge": opened.challenge})
+        status, answer = await self.receive(opened, started)
+        return web.json_response(answer, status=status)
+
+    async def receive(
+        self, opened: EventEnvelope, started: float | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Store one event, whichever way it came (webhook or long connection), and say what to answer:
+        200 with `{"msg": "success"}` or a click's `{"toast": ...}`; 400 for an event that cannot be
+        stored; 503 when the store failed (not acknowledged, so Feishu delivers it again)."""
+        started = time.perf_counter() if started is None else started
         with structlog.contextvars.bound_contextvars(event_id=opened.event_id, event_type=opened.event_type):
             answer: dict[str, Any] = {"msg": "success"}
             if opened.event_type == CARD_ACTION_TRIGGER:
@@ -118,7 +128,7 @@ class EventIntake:
                 answer = {"toast": toast}
                 if not act:
                     log.info("click not acted on", toast=toast.get("type"))
-                    return web.json_response(answer)
+                    return 200, answer
             is_click = opened.event_type == CARD_ACTION_TRIGGER
             try:
                 if is_click:
@@ -131,21 +141,21 @@ class EventIntake:
                 self._metrics.events_rejected.labels("400").inc()
                 log.info("webhook request refused", status=400, reason=f"malformed event: {error}")
                 if is_click:  # a click is never redelivered: tell the clicker, in the only way Feishu shows
-                    return web.json_response({"toast": self._toasts.not_stored})
-                return web.json_response({"msg": f"malformed event: {error}"}, status=400)
+                    return 200, {"toast": self._toasts.not_stored}
+                return 400, {"msg": f"malformed event: {error}"}
             except Exception as error:
                 log.error("event could not be stored", error=type(error).__name__)
                 if is_click:
-                    return web.json_response({"toast": self._toasts.not_stored})
+                    return 200, {"toast": self._toasts.not_stored}
                 # Not persisted, so not acknowledged: a 503 makes Feishu deliver it again later.
-                return web.json_response({"msg": "temporarily unavailable"}, status=503)
+                return 503, {"msg": "temporarily unavailable"}
             if fresh:
                 self._metrics.events_received.labels(_type_label(opened.event_type)).inc()
             else:
                 self._metrics.events_deduplicated.labels(_type_label(opened.event_type)).inc()
                 log.info("duplicate delivery dropped")
         self._metrics.ack_latency.observe(time.perf_counter() - started)
-        return web.json_response(answer)
+        return 200, answer
 
     async def _accept_within(self, envelope: EventEnvelope, seconds: float) -> bool:
         """Store a click, but answer Feishu in time: past the budget the write goes on unwatched."""

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Without an Encrypt Key, events carry no signature and no timestamp: anyone who learns the
     # Verification Token can forge them and replay them forever. `serve` refuses that unless told.
     bot_allow_unsigned_events: bool = False
+    # How events and card callbacks arrive: Feishu POSTs them to /feishu/events, or the bot dials Feishu's
+    # WebSocket (no public URL needed; enterprise custom apps only).
+    bot_event_transport: Literal["webhook", "long-connection"] = "webhook"
     bot_store_url: str = "sqlite:///invite-bot.db"
     bot_secret_key: SecretStr | None = None
     # Earlier values of BOT_SECRET_KEY, comma-separated: records sealed under them stay readable and are
@@ -249,7 +252,15 @@ def load_settings(
         problems.append(
             f"BOT_SECRET_KEY: missing; set at least {MIN_SECRET_KEY_BYTES} bytes of random secret"
         )
-    if require_signed_events and not settings.encrypt_key and not settings.bot_allow_unsigned_events:
+    # Over the long connection events come in plaintext down a socket the bot itself opened with the app's
+    # credentials: there is nothing to sign, and no Encrypt Key is used.
+    webhook = settings.bot_event_transport == "webhook"
+    if (
+        require_signed_events
+        and webhook
+        and not settings.encrypt_key
+        and not settings.bot_allow_unsigned_events
+    ):
         problems.append(
             "FEISHU_ENCRYPT_KEY: empty, so events would carry no signature and could be forged or replayed;"
             " set the Encrypt Key from the app's event settings (or BOT_ALLOW_UNSIGNED_EVENTS=true to accept"

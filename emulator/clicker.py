@@ -24,6 +24,7 @@ from emulator import clicks
 from emulator.card_tokens import CardTokens
 from emulator.clicks import ClickResult, action_object, judge
 from emulator.config import EmulatorConfig
+from emulator.long_connection import SocketHub
 from emulator.messages import MessageStore, SentMessage
 from emulator.pusher import Pusher, PushResult
 from emulator.sealing import seal_body
@@ -47,6 +48,7 @@ class Clicker:
         updates: list[CardUpdate],
         webhook_url: Callable[[], str | None],
         card_callback_url: Callable[[], str | None],
+        socket: Callable[[], SocketHub | None] = lambda: None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -56,6 +58,7 @@ class Clicker:
         self._updates = updates
         self._webhook_url = webhook_url
         self._card_callback_url = card_callback_url
+        self._socket = socket
         self._cipher = PayloadCipher(config.encrypt_key) if config.encrypt_key else None
         self._session: aiohttp.ClientSession | None = None
         self.results: list[ClickResult] = []
@@ -153,8 +156,9 @@ class Clicker:
     ) -> ClickResult:
         """Click, wait for the bot's answer (at most the 3 s deadline), judge it as the client does, apply
         a returned card to the message, and record the result. `seal` tampers with the sealing."""
+        hub = None if legacy else self._socket()
         url = self._card_callback_url() if legacy else self._webhook_url()
-        if not url:
+        if not url and hub is None:
             raise RuntimeError(
                 "card_callback_url is not set" if legacy else "webhook_url is not set: point it at the bot"
             )
@@ -173,7 +177,11 @@ class Clicker:
         assert token is not None
         token.in_flight += 1
         try:
-            status, text, elapsed_ms, failure = await self._post(url, headers, raw)
+            if hub is not None:
+                status, text, elapsed_ms, failure = await self._over_socket(hub, body)
+            else:
+                assert url is not None
+                status, text, elapsed_ms, failure = await self._post(url, headers, raw)
         finally:
             token.in_flight -= 1
         toast = card = None
@@ -228,6 +236,17 @@ class Clicker:
             self._session = None
 
     # --- helpers ---------------------------------------------------------------------------------------
+
+    async def _over_socket(
+        self, hub: SocketHub, body: dict[str, Any]
+    ) -> tuple[int | None, str | None, float, int | None]:
+        """A click down the long connection: the answer frame's `data` is the callback's answer."""
+        pushed = await hub.deliver(body, "card")
+        if pushed.code is None:
+            return None, None, pushed.elapsed_ms, clicks.TIMEOUT
+        if pushed.code != 200:
+            return 500, json.dumps({"code": pushed.code}), pushed.elapsed_ms, None
+        return 200, json.dumps(pushed.data or {}), pushed.elapsed_ms, None
 
     async def _post(
         self, url: str, headers: dict[str, str], raw: bytes

@@ -19,6 +19,7 @@ from emulator.control import control_routes
 from emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
 from emulator.faults import Fault, FaultQueue
 from emulator.gateway import Gateway, RecordedRequest, feishu_not_found
+from emulator.long_connection import SocketHub
 from emulator.meetings import FAILED, InviteCall, Meeting, MeetingBook
 from emulator.messages import MessageStore, SentMessage
 from emulator.oauth import UserAuth
@@ -48,7 +49,10 @@ class Emulator:
         self._tokens = TenantTokens(self.config.tenant_token_ttl_seconds, now)
         self._store = MessageStore(self.config, now)
         self._faults = FaultQueue()
-        self._pusher = Pusher(self.config, now, self._store, lambda: self.webhook_url)
+        # "long-connection": events and clicks go down the bot's WebSocket instead of to webhook_url.
+        self.transport: Literal["webhook", "long-connection"] = "webhook"
+        self.long_connection = SocketHub(self.config, now)
+        self._pusher = Pusher(self.config, now, self._store, lambda: self.webhook_url, self._socket)
         self._auth = UserAuth(self.config, now)
         self._ephemeral = EphemeralStore()
         self.card_updates: list[CardUpdate] = []
@@ -63,6 +67,7 @@ class Emulator:
             self.card_updates,
             lambda: self.webhook_url,
             lambda: self.card_callback_url,
+            self._socket,
         )
         users = UserGate(self.config, self._auth)
         self._gateway = Gateway(self._tokens, users, self._faults, self.requests, now)
@@ -70,6 +75,9 @@ class Emulator:
         self._vc = VcRoutes(self.config, self._gateway, self._meetings)
         self._contacts = ContactRoutes(self.config, self._gateway)
         self.app = self._build_app()
+
+    def _socket(self) -> SocketHub | None:
+        return self.long_connection if self.transport == "long-connection" else None
 
     def _now(self) -> float:
         # Indirection so that assigning `emulator.clock` later reaches every component.
@@ -90,10 +98,12 @@ class Emulator:
         app.add_routes(control_routes(self))
         app.add_routes(vc_control_routes(self))
         app.add_routes(click_control_routes(self))
+        app.add_routes(self.long_connection.routes())
         app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def _on_cleanup(self, _app: web.Application) -> None:
+        await self.long_connection.close()
         await self._pusher.close()
         await self._clicker.close()
 

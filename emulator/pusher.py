@@ -19,6 +19,7 @@ import aiohttp
 from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import MESSAGE_RECEIVE
 from emulator.config import EmulatorConfig
+from emulator.long_connection import SocketHub
 from emulator.messages import MessageStore, new_message_id
 from emulator.sealing import seal_body
 
@@ -59,11 +60,14 @@ class Pusher:
         clock: Callable[[], float],
         store: MessageStore,
         webhook_url: Callable[[], str | None],
+        socket: Callable[[], SocketHub | None] = lambda: None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._store = store
         self._webhook_url = webhook_url
+        # When the bot is connected over the long connection, pushes go down its socket instead.
+        self._socket = socket
         self._cipher = PayloadCipher(config.encrypt_key) if config.encrypt_key else None
         self._session: aiohttp.ClientSession | None = None
 
@@ -207,7 +211,17 @@ class Pusher:
         nonce: str | None = None,
         signature: str | None = None,
         timeout: float = 10.0,  # noqa: ASYNC109 - handed to aiohttp's ClientTimeout
+        fragments: int = 1,
     ) -> PushResult:
+        hub = self._socket()
+        if hub is not None:
+            # Plaintext down the socket: no encryption, no signature (feishu-protocol, long connection).
+            self._register(payload)
+            pushed = await hub.deliver(payload, "event", fragments=fragments)
+            status = 0 if pushed.code is None else 200 if pushed.code == 200 else 500
+            return PushResult(
+                status=status, body=pushed.data or {"code": pushed.code}, elapsed_ms=pushed.elapsed_ms
+            )
         url = self._webhook_url()
         if not url:
             raise RuntimeError("webhook_url is not set: point the emulator at the bot's POST /feishu/events")

@@ -82,3 +82,36 @@ async def test_check_fails_clearly_on_a_wrong_domain(emulator: tuple[Emulator, s
     assert code == 1
     assert "credentials: FAILED" in output
     assert "Traceback" not in output
+
+
+async def test_check_in_long_connection_mode_opens_the_socket_once(
+    emulator: tuple[Emulator, str], tmp_path: Path
+) -> None:
+    hub = emulator[0].long_connection
+    code, output = await run_check(env_for(*emulator) | {"BOT_EVENT_TRANSPORT": "long-connection"}, tmp_path)
+    assert code == 0, output
+    assert "long connection: ok" in output
+    assert "/feishu/events" not in output  # no URL to register: that is the point
+    assert "access_key" not in output  # the socket URL carries credentials
+    assert hub.endpoint_calls == 1
+    assert hub.connections == []  # opened and closed again
+
+
+@pytest.mark.parametrize(
+    ("refusal", "explained"),
+    [
+        ({"endpoint": (1000040351, "app type not supported")}, "enterprise custom apps"),
+        ({"handshake": (514, "1000040350")}, "50 connections per app"),
+    ],
+)
+async def test_check_explains_why_the_long_connection_is_refused(
+    emulator: tuple[Emulator, str], tmp_path: Path, refusal: dict[str, tuple[int, str]], explained: str
+) -> None:
+    hub = emulator[0].long_connection
+    hub.refuse_endpoint = refusal.get("endpoint")
+    hub.refuse_handshake = refusal.get("handshake")
+    code, output = await run_check(env_for(*emulator) | {"BOT_EVENT_TRANSPORT": "long-connection"}, tmp_path)
+    assert code == 1
+    assert "long connection: FAILED" in output
+    assert explained in output
+    assert "Traceback" not in output

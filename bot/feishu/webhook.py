@@ -236,3 +236,17 @@ class _LegacyCardAction(BaseModel):
     open_chat_id: str = Field(default="", max_length=256)
     token: str = ""
     action: dict[str, Any] = {}
+
+
+def open_pushed_event(payload: bytes) -> EventEnvelope:
+    """Parse an envelope that came down the long connection: plaintext JSON, no signature, no token
+    check (the socket was opened with the app's own credentials). Raises Rejected as the webhook does."""
+    try:
+        parsed, _ = parse_body(load_json_object(payload))
+    except MalformedEvent as error:
+        raise Rejected(400, f"malformed event: {error}") from None
+    if isinstance(parsed, UrlVerification):
+        raise Rejected(400, "a URL challenge has no place on the long connection")
+    if parsed.event_type.startswith(INTERNAL_PREFIX):
+        raise Rejected(400, "malformed event: reserved event type")
+    return parsed
