@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -158,3 +159,51 @@ def test_our_frames_and_lark_oapis_are_the_same_bytes() -> None:
     assert theirs.payload == ours.payload
     assert frames.decode(theirs.SerializeToString()) == ours
     assert frames.encode(ours) == theirs.SerializeToString()
+
+
+LARK_CLIENT = """
+import os, sys, threading
+import lark_oapi as lark
+
+def on_message(data):
+    print("EVENT", data.event.message.message_id, flush=True)
+    threading.Timer(1.0, os._exit, [0]).start()  # after the SDK has answered the frame
+
+handler = lark.EventDispatcherHandler.builder("", "").register_p2_im_message_receive_v1(on_message).build()
+app_id, app_secret, domain = sys.argv[1:4]
+client = lark.ws.Client(app_id, app_secret, event_handler=handler, domain=domain, log_level=lark.LogLevel.ERROR)
+client.start()
+"""
+
+
+async def test_the_official_sdks_client_connects_to_the_emulator_and_gets_an_event(tmp_path: Path) -> None:
+    """lark-oapi's own ws.Client (in a process of its own: it blocks its thread with its own loop)."""
+    from emulator.server import start_emulator
+
+    emulator, runner, url = await start_emulator()
+    emulator.transport = "long-connection"
+    config = emulator.config
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LARK_CLIENT,
+        config.app_id,
+        config.app_secret,
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await asyncio.wait_for(emulator.long_connection.connected.wait(), 30)
+        payload = emulator.build_say_event(ALICE, TEAM, "/help")
+        result = await emulator.push(payload)
+        assert result.status == 200  # the SDK answered our frame with {"code": 200}
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 10)
+        assert line.decode().split() == ["EVENT", payload["event"]["message"]["message_id"]]
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await emulator.close()
+        await runner.cleanup()
