@@ -171,7 +171,8 @@ def on_message(data):
 
 handler = lark.EventDispatcherHandler.builder("", "").register_p2_im_message_receive_v1(on_message).build()
 app_id, app_secret, domain = sys.argv[1:4]
-client = lark.ws.Client(app_id, app_secret, event_handler=handler, domain=domain, log_level=lark.LogLevel.ERROR)
+quiet = lark.LogLevel.ERROR
+client = lark.ws.Client(app_id, app_secret, event_handler=handler, domain=domain, log_level=quiet)
 client.start()
 """
 
