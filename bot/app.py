@@ -21,6 +21,7 @@ from bot.inbox import Inbox
 from bot.listener import GUARD, ConnectionGuard, start_listener
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
+from bot.oauth.device import DeviceFlow
 from bot.oauth.flow import AuthorizationFlow
 from bot.oauth.sealing import Sealer
 from bot.oauth.token_store import UserTokenStore
@@ -159,6 +160,23 @@ async def _start_runtime(
         scopes=tuple(settings.bot_oauth_scopes.split()),
         clock=clock,
     )
+    device = (
+        DeviceFlow(
+            client,
+            tokens,
+            store,
+            sealer,
+            accounts_url=settings.feishu_accounts_url,
+            scopes=tuple(settings.bot_oauth_scopes.split()),
+            clock=clock,
+        )
+        if settings.bot_auth_flow == "device"
+        else None
+    )
+
+    async def enqueue(envelope: EventEnvelope) -> bool:
+        return await inbox.accept(envelope)  # `inbox` exists by the time any handler runs
+
     services = Services(
         client=client,
         bot=bot,
@@ -169,6 +187,8 @@ async def _start_runtime(
         meetings=MeetingFinder(client, store, clock),
         actions=CardActions(store, clock, default_buttons()),
         metrics=metrics,
+        device=device,
+        enqueue=enqueue,
     )
     router = Router(services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold))
     inbox = Inbox(

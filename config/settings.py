@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # How events and card callbacks arrive: Feishu POSTs them to /feishu/events, or the bot dials Feishu's
     # WebSocket (no public URL needed; enterprise custom apps only).
     bot_event_transport: Literal["webhook", "long-connection"] = "webhook"
+    # How people authorize: the OAuth redirect back to /oauth/callback, or device authorization (they
+    # approve on a Feishu page; nothing comes back to the bot over HTTP).
+    bot_auth_flow: Literal["redirect", "device"] = "redirect"
     bot_store_url: str = "sqlite:///invite-bot.db"
     bot_secret_key: SecretStr | None = None
     # Earlier values of BOT_SECRET_KEY, comma-separated: records sealed under them stay readable and are

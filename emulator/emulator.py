@@ -16,6 +16,7 @@ from emulator.clicks import ClickResult, find_buttons
 from emulator.config import DirectoryMeeting, EmulatorConfig
 from emulator.contacts import ContactRoutes
 from emulator.control import control_routes
+from emulator.device import DeviceAuthorizations
 from emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
 from emulator.faults import Fault, FaultQueue
 from emulator.gateway import Gateway, RecordedRequest, feishu_not_found
@@ -54,6 +55,7 @@ class Emulator:
         self.long_connection = SocketHub(self.config, now)
         self._pusher = Pusher(self.config, now, self._store, lambda: self.webhook_url, self._socket)
         self._auth = UserAuth(self.config, now)
+        self.devices = DeviceAuthorizations(self.config, now, self._auth)
         self._ephemeral = EphemeralStore()
         self.card_updates: list[CardUpdate] = []
         self._card_callback_url: str | None = self.config.card_callback_url
@@ -87,7 +89,8 @@ class Emulator:
         app = web.Application(middlewares=[feishu_not_found], client_max_size=4 * 1024 * 1024)
         gateway = self._gateway
         app.add_routes(OpenApi(self.config, gateway, self._store).routes())
-        app.add_routes(OAuthRoutes(self.config, gateway, self._auth).routes())
+        app.add_routes(OAuthRoutes(self.config, gateway, self._auth, self.devices).routes())
+        app.add_routes(self.devices.routes())
         app.add_routes(EphemeralApi(self.config, gateway, self._ephemeral).routes())
         app.add_routes(UpdateApi(gateway, self._store, self.card_updates).routes())
         app.add_routes(

@@ -222,6 +222,12 @@ class UserAuth:
         self.refreshes += 1
         return self._issue(entry.grant, scopes)
 
+    def issue_for(self, open_id: str, scopes: tuple[str, ...]) -> IssuedTokens:
+        """Tokens for a user who approved a device authorization (emulator/device.py)."""
+        granted = self._granted.setdefault(open_id, {})
+        granted.update(dict.fromkeys(scopes))
+        return self._issue(_Grant(open_id, self._clock()), tuple(granted))
+
     def _issue(self, grant: _Grant, scopes: tuple[str, ...]) -> IssuedTokens:
         now = self._clock()
         access_ttl = self._config.user_access_token_ttl_seconds

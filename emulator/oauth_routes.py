@@ -18,22 +18,34 @@ from emulator.authorize import (
     parse_authorize,
 )
 from emulator.config import EmulatorConfig
+from emulator.device import DEVICE_GRANT, DeviceAuthorizations
 from emulator.faults import Fault
 from emulator.gateway import Gateway, fault_response
 from emulator.oauth import IssuedTokens, OAuthFailure, UserAuth
 from emulator.replies import Refusal
 
 # Token endpoint fields that are secrets or bearer credentials: never recorded.
-_SECRET_FIELDS = ("client_secret", "code", "code_verifier", "refresh_token")
-_STRING_FIELDS = ("grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier")
+_SECRET_FIELDS = ("client_secret", "code", "code_verifier", "refresh_token", "device_code")
+_STRING_FIELDS = (
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "device_code",
+)
 _STRING_FIELDS_REFRESH = ("refresh_token", "scope")
 
 
 class OAuthRoutes:
-    def __init__(self, config: EmulatorConfig, gateway: Gateway, auth: UserAuth) -> None:
+    def __init__(
+        self, config: EmulatorConfig, gateway: Gateway, auth: UserAuth, devices: DeviceAuthorizations
+    ) -> None:
         self._config = config
         self._gateway = gateway
         self._auth = auth
+        self._devices = devices
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -105,6 +117,8 @@ class OAuthRoutes:
             if not refresh_token:
                 raise OAuthFailure(replies.OAUTH_MISSING_PARAM, "refresh_token")
             return self._auth.refresh(refresh_token, scope=fields.get("scope"))
+        if grant_type == DEVICE_GRANT:
+            return self._devices.poll(fields.get("device_code"))
         raise OAuthFailure(replies.OAUTH_BAD_GRANT_TYPE)
 
     def _authenticate_client(self, request: web.Request, fields: dict[str, Any]) -> None:

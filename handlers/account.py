@@ -10,10 +10,15 @@ import structlog
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.models import EphemeralSendRequest, MessageCreateRequest, MessagePatchRequest, card_content
 from bot.oauth.authority import AuthorizationRequired
-from bot.oauth.records import AuthorizationGranted, Prompt
+from bot.oauth.device import DeviceFlow, prompt_key
+from bot.oauth.records import AuthorizationGranted, DevicePoll, Prompt
 from handlers.account_cards import (
+    LINK_NOTE,
     authorized_card,
+    device_ended_card,
+    device_note,
     ephemeral_authorized_card,
+    ephemeral_device_ended_card,
     ephemeral_prompt_card,
     logged_out_card,
     prompt_card,
@@ -24,6 +29,9 @@ from handlers.i18n import Text
 
 log = structlog.get_logger("handlers.account")
 
+# What the device card lists when no particular scope is missing: what /invite acts with.
+DEVICE_SCOPES_SHOWN = ("vc:meeting", "vc:meeting:readonly", "offline_access")
+
 
 def _date(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
@@ -31,6 +39,9 @@ def _date(timestamp: float) -> str:
 
 async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str, ...] = ()) -> None:
     services, message = context.services, context.message
+    if services.device is not None:
+        await _ask_on_a_feishu_page(context, services.device, missing_scopes)
+        return
     state, url = await services.flow.begin(
         message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
     )
@@ -43,20 +54,74 @@ async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str
     log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind)
 
 
+async def _ask_on_a_feishu_page(
+    context: CommandContext, device: DeviceFlow, missing_scopes: tuple[str, ...]
+) -> None:
+    """Device authorization: a private card with the Feishu link; an inbox event polls until decided."""
+    services, message = context.services, context.message
+    assert services.enqueue is not None
+    start = await device.begin(
+        message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
+    )
+    purpose = f"authorize:{message.sender_open_id}:{prompt_key(start.flow_id)[:16]}"
+    note = device_note(max(1, start.expires_in // 60), missing_scopes or DEVICE_SCOPES_SHOWN)
+    prompt = await _deliver_privately(context, start.url, missing_scopes, purpose, note=note)
+    await services.flow.attach_prompt(start.flow_id, prompt)
+    await services.enqueue(start.poll)
+    services.metrics.authorization_prompts.labels(prompt.kind).inc()
+    log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind, flow="device")
+
+
+async def poll_device_authorization(services: Services, poll: DevicePoll) -> None:
+    """The inbox event of a device authorization: wait for the user's answer, then say how it ended."""
+    assert services.device is not None
+    assert services.enqueue is not None
+    outcome = await services.device.poll(poll)
+    if outcome.resume is not None:
+        await services.enqueue(outcome.resume)  # updates the prompt and runs what waited
+        return
+    prompt = await services.flow.take_prompt(outcome.prompt_key)
+    if prompt is None:
+        return
+    try:
+        if prompt.kind == "ephemeral":
+            await services.client.delete_ephemeral(prompt.message_id)
+            if outcome.kind != "replaced":  # the newer request shows its own card
+                await services.client.send_ephemeral(
+                    EphemeralSendRequest(
+                        chat_id=prompt.chat_id,
+                        open_id=poll.open_id,
+                        card=ephemeral_device_ended_card(outcome.kind),
+                    )
+                )
+        else:
+            content = card_content(device_ended_card(outcome.kind))
+            await services.client.patch_message(prompt.message_id, MessagePatchRequest(content=content))
+    except FeishuApiError as error:
+        log.warning("could not update the authorization prompt", code=error.code, log_id=error.log_id)
+
+
 async def _deliver_privately(
-    context: CommandContext, url: str, missing_scopes: tuple[str, ...], purpose: str
+    context: CommandContext,
+    url: str,
+    missing_scopes: tuple[str, ...],
+    purpose: str,
+    *,
+    note: Text = LINK_NOTE,
 ) -> Prompt:
     """Ephemeral card in a group, else a direct message, else (only then) a public reply."""
     client, message = context.services.client, context.message
     if message.chat_type == "p2p":
-        sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose=purpose)
+        sent = await context.reply_card(
+            prompt_card(url, missing_scopes=missing_scopes, note=note), purpose=purpose
+        )
         return Prompt(chat_id=sent.chat_id or message.chat_id, message_id=sent.message_id, kind="direct")
     try:
         ephemeral_id = await client.send_ephemeral(
             EphemeralSendRequest(
                 chat_id=message.chat_id,
                 open_id=message.sender_open_id,
-                card=ephemeral_prompt_card(url, missing_scopes=missing_scopes),
+                card=ephemeral_prompt_card(url, missing_scopes=missing_scopes, note=note),
             )
         )
         return Prompt(chat_id=message.chat_id, message_id=ephemeral_id, kind="ephemeral")
@@ -70,7 +135,7 @@ async def _deliver_privately(
             MessageCreateRequest(
                 receive_id=message.sender_open_id,
                 msg_type="interactive",
-                content=card_content(prompt_card(url, missing_scopes=missing_scopes)),
+                content=card_content(prompt_card(url, missing_scopes=missing_scopes, note=note)),
                 uuid=reply_uuid(message.message_id, f"{purpose}:dm"),
             ),
         )
@@ -79,7 +144,9 @@ async def _deliver_privately(
         if error.transient:
             raise
         log.info("direct prompt refused; asking in the chat", code=error.code, log_id=error.log_id)
-    sent = await context.reply_card(prompt_card(url, missing_scopes=missing_scopes), purpose=purpose)
+    sent = await context.reply_card(
+        prompt_card(url, missing_scopes=missing_scopes, note=note), purpose=purpose
+    )
     return Prompt(chat_id=message.chat_id, message_id=sent.message_id, kind="public")
 
 

@@ -22,6 +22,51 @@ PROMPT_BODY = Text(
 )
 BUTTON = Text("授权", "Authorize")
 LINK_NOTE = Text("链接 10 分钟内有效，只能由你本人使用。", "The link works for 10 minutes, and only for you.")
+
+
+def device_note(minutes: int, scopes: tuple[str, ...]) -> Text:
+    """Under a device authorization's button: how long it works, and what it asks for."""
+    asked = ", ".join(literal(scope, 80) for scope in scopes)
+    return Text(
+        f"在飞书中打开链接并同意即可，{minutes} 分钟内有效，只能由你本人使用。请求的权限：{asked}",
+        f"Open the link in Feishu and approve; it works for {minutes} minutes, only for you. Asks: {asked}",
+    )
+
+
+DEVICE_ENDED = {
+    "denied": Text(
+        "授权已被拒绝。需要时再发送命令即可重新授权。",
+        "The authorization was declined. Send the command again to retry.",
+    ),
+    "expired": Text(
+        "授权链接已过期。再发送一次命令即可获得新链接。",
+        "The authorization link expired. Send the command again for a new one.",
+    ),
+    "wrong_user": Text(
+        "链接被另一个账号打开并同意了，这次授权没有保存。请用你自己的账号打开。",
+        "Another account approved the link, so nothing was kept. Open it with your own account.",
+    ),
+    "replaced": Text("这个授权请求已被更新的请求取代。", "A newer authorization request replaced this one."),
+}
+
+
+def device_ended_card(kind: str) -> Card:
+    text = DEVICE_ENDED[kind]
+    return card(Text("授权未完成", "Not authorized"), [markdown(text)], template="grey", summary=text)
+
+
+def ephemeral_device_ended_card(kind: str) -> Card:
+    text = DEVICE_ENDED[kind]
+    return {
+        "config": {"wide_screen_mode": True},
+        "header": {
+            "template": "grey",
+            "title": {"tag": "plain_text", "content": "授权未完成 · Not authorized"},
+        },
+        "elements": [{"tag": "div", "text": {"tag": "lark_md", "content": text.both()}}],
+    }
+
+
 AUTHORIZED_TITLE = Text("已授权", "Authorized")
 
 
@@ -34,7 +79,7 @@ def authorized_text(display_name: str, until: str) -> Text:
     )
 
 
-def prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> Card:
+def prompt_card(url: str, *, missing_scopes: tuple[str, ...] = (), note: Text = LINK_NOTE) -> Card:
     """JSON 2.0 prompt with an open_url button, for a direct message or a public reply."""
     elements: list[dict[str, Any]] = [markdown(PROMPT_BODY)]
     if missing_scopes:
@@ -48,11 +93,11 @@ def prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> Card:
             "behaviors": [{"type": "open_url", "default_url": url}],
         }
     )
-    elements.append(markdown(LINK_NOTE))
+    elements.append(markdown(note))
     return card(PROMPT_TITLE, elements, template="orange", summary=PROMPT_TITLE)
 
 
-def ephemeral_prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> Card:
+def ephemeral_prompt_card(url: str, *, missing_scopes: tuple[str, ...] = (), note: Text = LINK_NOTE) -> Card:
     """JSON 1.0 prompt, both languages in the text, for `ephemeral/v1/send`."""
     body = f"{PROMPT_BODY.zh_cn}\n{PROMPT_BODY.en_us}"
     if missing_scopes:
@@ -78,7 +123,7 @@ def ephemeral_prompt_card(url: str, *, missing_scopes: tuple[str, ...] = ()) -> 
             },
             {
                 "tag": "note",
-                "elements": [{"tag": "plain_text", "content": f"{LINK_NOTE.zh_cn} {LINK_NOTE.en_us}"}],
+                "elements": [{"tag": "plain_text", "content": f"{note.zh_cn} {note.en_us}"}],
             },
         ],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.clock import Clock
@@ -11,6 +12,7 @@ from bot.feishu.events import MESSAGE_RECEIVE, EventEnvelope, Mention
 from bot.feishu.models import BotInfo, Message, MessageReplyRequest, card_content
 from bot.metrics import Metrics
 from bot.oauth.authority import UserAuthority
+from bot.oauth.device import DeviceFlow
 from bot.oauth.flow import AuthorizationFlow
 from bot.store import Store
 from handlers.buttons import CardActions
@@ -29,6 +31,10 @@ class Services:
     meetings: MeetingFinder
     actions: CardActions
     metrics: Metrics
+    # BOT_AUTH_FLOW=device: people authorize on a Feishu page; None for the redirect flow.
+    device: DeviceFlow | None = None
+    # Puts one of the bot's own events into the inbox (a device poll, a resumed command).
+    enqueue: Callable[[EventEnvelope], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ from pydantic import ValidationError
 from bot.feishu.events import (
     AUTHORIZATION_GRANTED,
     CARD_ACTION_TRIGGER,
+    DEVICE_AUTHORIZATION,
     MESSAGE_RECEIVE,
     EventEnvelope,
     MalformedEvent,
     parse_message_receive,
 )
-from bot.oauth.records import AuthorizationGranted
-from handlers.account import login_command, logout_command, show_authorized
+from bot.oauth.records import AuthorizationGranted, DevicePoll
+from handlers.account import login_command, logout_command, poll_device_authorization, show_authorized
 from handlers.buttons import ButtonTable
 from handlers.clicks import on_click, on_click_dead
 from handlers.commands import CommandTable
@@ -71,6 +72,13 @@ class Router:
             await self._on_message(envelope)
         elif envelope.event_type == AUTHORIZATION_GRANTED:
             await self._on_authorization_granted(envelope)
+        elif envelope.event_type == DEVICE_AUTHORIZATION:
+            try:
+                poll = DevicePoll.model_validate(envelope.event)
+            except ValidationError:
+                log.error("device authorization event unreadable; dropped")
+                return
+            await poll_device_authorization(self._services, poll)
         elif envelope.event_type == CARD_ACTION_TRIGGER:
             try:
                 await on_click(self._services, envelope)

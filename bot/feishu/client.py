@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import ValidationError
+
 from bot.feishu.endpoints import (
     BOT_INFO,
     CHAT_MEMBERS,
@@ -19,6 +26,7 @@ from bot.feishu.endpoints import (
     PER_MESSAGE_UPDATES,
     USER_INFO,
 )
+from bot.feishu.errors import UNAVAILABLE, FeishuApiError
 from bot.feishu.models import (
     ApiResponse,
     BatchGetIdRequest,
@@ -27,6 +35,7 @@ from bot.feishu.models import (
     BotInfoResponse,
     ChatMembers,
     ChatMembersResponse,
+    DeviceAuthorization,
     EphemeralDeleteRequest,
     EphemeralSendRequest,
     EphemeralSendResponse,
@@ -181,6 +190,30 @@ class FeishuClient(FeishuTransport):
             if user.email and user.user_id
         }
 
+    async def device_authorization(self, accounts_url: str, scopes: tuple[str, ...]) -> DeviceAuthorization:
+        """Start an OAuth device authorization (feishu-protocol §10): form-encoded, the app's credentials
+        both as HTTP Basic and in the form (proxies have been seen to strip the header)."""
+        secret = self.app_secret
+        form = {"client_id": self.app_id, "client_secret": secret, "scope": " ".join(scopes)}
+        basic = base64.b64encode(f"{quote(self.app_id)}:{quote(secret)}".encode()).decode()
+        try:
+            async with self._session.post(
+                accounts_url.rstrip("/") + DEVICE_AUTHORIZATION_PATH,
+                data=form,
+                headers={"Authorization": f"Basic {basic}"},
+            ) as response:
+                status, raw = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise FeishuApiError(UNAVAILABLE, type(error).__name__, endpoint=_DEVICE) from None
+        try:
+            return DeviceAuthorization.model_validate_json(raw)
+        except ValidationError:
+            body = _json_or_none(raw) or {}
+            found = body.get("code")
+            code = found if isinstance(found, int) else UNAVAILABLE
+            said = str(body.get("error_description") or body.get("error") or f"HTTP {status}")
+            raise FeishuApiError(code, said[:200], http_status=status, endpoint=_DEVICE) from None
+
     async def oauth_token(self, body: OAuthTokenRequest) -> OAuthTokenResponse:
         """Exchange an authorization code or a refresh token (no bearer token: client credentials)."""
         return await self.call(OAUTH_TOKEN, OAuthTokenResponse, body=body, auth=None, retry="never")
@@ -190,3 +223,15 @@ class FeishuClient(FeishuTransport):
             USER_INFO, UserInfoResponse, auth="user", user_access_token=user_access_token
         )
         return response.data
+
+
+DEVICE_AUTHORIZATION_PATH = "/oauth/v1/device_authorization"
+_DEVICE = "oauth.device_authorization"
+
+
+def _json_or_none(raw: bytes) -> dict[str, object] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

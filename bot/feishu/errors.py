@@ -32,6 +32,7 @@ class FeishuApiError(Exception):
         http_status: int = 0,
         endpoint: str = "",
         missing_scopes: tuple[str, ...] = (),
+        oauth_error: str = "",
     ) -> None:
         super().__init__(f"{endpoint or 'Feishu'} failed: code={code} msg={msg!r} log_id={log_id or '-'}")
         self.code = code
@@ -40,6 +41,8 @@ class FeishuApiError(Exception):
         self.http_status = http_status
         self.endpoint = endpoint
         self.missing_scopes = missing_scopes
+        # The RFC 6749 `error` of an OAuth answer (`authorization_pending`, `slow_down`, ...), if any.
+        self.oauth_error = oauth_error
 
     @property
     def transient(self) -> bool:

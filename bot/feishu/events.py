@@ -17,6 +17,9 @@ CARD_ACTION_TRIGGER = "card.action.trigger"
 # Our own events, fed into the inbox by the bot itself (never accepted from the webhook).
 INTERNAL_PREFIX = "invite_bot."
 AUTHORIZATION_GRANTED = "invite_bot.authorization_granted"
+# Polls a device authorization until the user decides (BOT_AUTH_FLOW=device); in the inbox, so that the
+# polling survives a restart and runs on one replica at a time.
+DEVICE_AUTHORIZATION = "invite_bot.device_authorization"
 
 
 # An open_id as Feishu issues them (`ou_` and 32 hex digits; our emulator uses other letters and digits).

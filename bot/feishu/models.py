@@ -123,10 +123,11 @@ def card_content(card: dict[str, Any]) -> str:
 class OAuthTokenRequest(_Request):
     """Body of `POST /open-apis/authen/v2/oauth/token`, for both grants."""
 
-    grant_type: Literal["authorization_code", "refresh_token"]
+    grant_type: Literal["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
     client_id: str
     client_secret: str
     code: str | None = None
+    device_code: str | None = None
     redirect_uri: str | None = None
     code_verifier: str | None = None
     refresh_token: str | None = None
@@ -142,6 +143,19 @@ class OAuthTokenResponse(ApiResponse):
     refresh_token_expires_in: int | None = None
     token_type: str = "Bearer"  # noqa: S105 - the scheme name, not a secret
     scope: str = ""
+
+
+class DeviceAuthorization(BaseModel):
+    """Answer of `POST {accounts}/oauth/v1/device_authorization` (feishu-protocol §10), RFC 8628 fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    device_code: str = Field(min_length=1, repr=False)
+    user_code: str = ""
+    verification_uri: str = ""
+    verification_uri_complete: str = Field(min_length=1)
+    # Fallbacks from the official CLI when Feishu leaves them out.
+    expires_in: int = Field(default=240, gt=0, le=3600)
+    interval: int = Field(default=5, ge=1, le=60)
 
 
 class UserInfo(BaseModel):

@@ -257,7 +257,13 @@ def _interpret(
         http_status=status,
         endpoint=endpoint.name,
         missing_scopes=_missing_scopes_in(data),
+        oauth_error=_oauth_error_in(data),
     )
+
+
+def _oauth_error_in(data: dict[str, Any] | None) -> str:
+    error = None if data is None else data.get("error")
+    return error[:64] if isinstance(error, str) else ""
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -274,7 +280,7 @@ def _code_in(data: dict[str, Any] | None) -> int | None:
 
 
 def _msg_in(data: dict[str, Any] | None) -> str:
-    msg = None if data is None else data.get("msg")
+    msg = None if data is None else data.get("msg") or data.get("error_description")
     return msg if isinstance(msg, str) else ""
 
 

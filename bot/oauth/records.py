@@ -78,3 +78,26 @@ class AuthorizationGranted(_Record):
     # Where to find the prompt to update (see AuthorizationFlow.attach_prompt).
     prompt_key: str
     pending: EventEnvelope | None = None
+
+
+class DeviceState(_Record):
+    """A device authorization in progress (BOT_AUTH_FLOW=device), one per user; stored sealed."""
+
+    flow_id: str
+    tenant_key: str
+    open_id: str
+    device_code: str = Field(repr=False)
+    scopes: tuple[str, ...]
+    expires_at: float
+    interval: float
+    pending: EventEnvelope | None = None
+    locale: str = "zh_cn"
+
+
+class DevicePoll(_Record):
+    """The body of our internal `invite_bot.device_authorization` inbox event: poll until decided."""
+
+    ordering_key: str
+    tenant_key: str
+    open_id: str
+    flow_id: str
