@@ -42,6 +42,11 @@ class DemoCommand:
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--console", action="store_true", help="talk to the bot yourself instead")
+        parser.add_argument(
+            "--no-public-url",
+            action="store_true",
+            help="the same story with no inbound HTTP: long connection for events, device authorization",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         if args.console:
@@ -50,7 +55,7 @@ class DemoCommand:
             return asyncio.run(run_console())
         from emulator.demo import run_demo
 
-        return asyncio.run(run_demo())
+        return asyncio.run(run_demo(no_public_url=args.no_public_url))
 
 
 EMULATOR = EmulatorCommand()

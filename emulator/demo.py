@@ -6,6 +6,7 @@ only when every step happened as scripted.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import sys
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +27,7 @@ from bot.logs import configure_logging
 from config import Settings
 from emulator import Emulator, EmulatorConfig
 from emulator.config import MEETING_IN_PROGRESS, DirectoryUser
+from emulator.device import VERIFY_PATH as DEVICE_VERIFY_PATH
 from emulator.render import render_message
 from emulator.server import start_emulator
 
@@ -55,8 +58,10 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def loopback_world() -> AsyncIterator[tuple[Emulator, web.Application]]:
-    """The emulator and the bot on free loopback ports, with a store in a temporary folder."""
+async def loopback_world(*, no_public_url: bool = False) -> AsyncIterator[tuple[Emulator, web.Application]]:
+    """The emulator and the bot on free loopback ports, with a store in a temporary folder. With
+    `no_public_url`, the bot dials the emulator's long connection and people authorize on its device
+    page: nothing reaches the bot over HTTP (it listens for health only)."""
     with tempfile.TemporaryDirectory(prefix="invite-bot-demo-") as workdir:
         emulator, emulator_runner, emulator_url = await start_emulator(EmulatorConfig())
         config = emulator.config
@@ -76,15 +81,24 @@ async def loopback_world() -> AsyncIterator[tuple[Emulator, web.Application]]:
             bot_secret_key=secrets.token_urlsafe(32),
             bot_log_format="console",
             bot_log_level="warning",
+            bot_event_transport="long-connection" if no_public_url else "webhook",
+            bot_auth_flow="device" if no_public_url else "redirect",
         )
+        if no_public_url:
+            emulator.transport = "long-connection"
+            emulator.devices.interval = 1  # Feishu asks for 5 s between polls; a demo need not wait
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         try:
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
-            emulator.webhook_url = f"{settings.bot_public_url}/feishu/events"
-            where = f"Feishu emulator on {emulator_url}; bot on {settings.bot_public_url}"
+            if no_public_url:
+                await asyncio.wait_for(emulator.long_connection.connected.wait(), 10)
+                where = f"Feishu emulator on {emulator_url}; the bot dialled its long connection"
+            else:
+                emulator.webhook_url = f"{settings.bot_public_url}/feishu/events"
+                where = f"Feishu emulator on {emulator_url}; bot on {settings.bot_public_url}"
             print(f"{where} (store in a temporary folder)")
             yield emulator, app
         finally:
@@ -93,11 +107,15 @@ async def loopback_world() -> AsyncIterator[tuple[Emulator, web.Application]]:
             await emulator_runner.cleanup()
 
 
-async def run_demo() -> int:
+async def run_demo(*, no_public_url: bool = False) -> int:
     configure_logging("console", "warning")
     started = time.perf_counter()
-    async with loopback_world() as (emulator, app):
+    async with loopback_world(no_public_url=no_public_url) as (emulator, app):
         steps = await _conversation(emulator, app)
+        if no_public_url:
+            # The emulator, the only client here, never had a URL of the bot: every push and click went
+            # down the socket (a push without one raises), and the authorization never came back by browser.
+            steps.append(Step("no request reached the bot over HTTP", emulator.webhook_url is None))
     elapsed = time.perf_counter() - started
     print("\nScript:")
     for step in steps:
@@ -208,13 +226,19 @@ async def _first_invite(
     ]
     if link is None:
         return steps
-    print(f"\n{name} taps Authorize, approves on Feishu's page, and the browser returns to the bot:")
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(emulator.authorize(link, as_user=open_id)) as page,
-    ):
-        status = page.status
-    print(f"  HTTP {status}: 授权成功 · Authorized" if status == 200 else f"  HTTP {status}")
+    if urlsplit(link).path == DEVICE_VERIFY_PATH:
+        print(f"\n{name} taps Authorize and approves on Feishu's page; nothing comes back to the bot:")
+        emulator.devices.approve(parse_qs(urlsplit(link).query)["user_code"][0], open_id)
+        status = 200
+        print("  授权成功 · Authorized (the bot learns it by polling Feishu)")
+    else:
+        print(f"\n{name} taps Authorize, approves on Feishu's page, and the browser returns to the bot:")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(emulator.authorize(link, as_user=open_id)) as page,
+        ):
+            status = page.status
+        print(f"  HTTP {status}: 授权成功 · Authorized" if status == 200 else f"  HTTP {status}")
     steps.append(Step("the authorization was accepted", status == 200))
     print(f"({busy.name} is in another call)")
     try:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from lark_oapi.ws.pb.pbbp2_pb2 import Frame as LarkFrame
 
 from bot.feishu import frames
 from bot.feishu.frames import Frame
+from emulator.server import start_emulator
 from tests.harness import ALICE, TEAM, Harness, authorize, invite, open_harness, updated_card
 
 FAST = {"PingInterval": 1, "ReconnectInterval": 0, "ReconnectNonce": 0, "ReconnectCount": -1}
@@ -141,8 +143,6 @@ async def test_feishu_saying_do_not_retry_stops_the_client_and_readiness_says_wh
 
 
 def test_our_frames_and_lark_oapis_are_the_same_bytes() -> None:
-    from lark_oapi.ws.pb.pbbp2_pb2 import Frame as LarkFrame
-
     ours = Frame(
         seq_id=2**40,
         log_id=7,
@@ -179,8 +179,6 @@ client.start()
 
 async def test_the_official_sdks_client_connects_to_the_emulator_and_gets_an_event(tmp_path: Path) -> None:
     """lark-oapi's own ws.Client (in a process of its own: it blocks its thread with its own loop)."""
-    from emulator.server import start_emulator
-
     emulator, runner, url = await start_emulator()
     emulator.transport = "long-connection"
     config = emulator.config
@@ -208,3 +206,22 @@ async def test_the_official_sdks_client_connects_to_the_emulator_and_gets_an_eve
         await process.wait()
         await emulator.close()
         await runner.cleanup()
+
+
+async def test_the_demo_runs_its_whole_invite_story_with_no_inbound_http() -> None:
+    # In a process of its own, as a user runs it: the demo configures logging for its terminal.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from bot.cli import main; main()",
+        "demo",
+        "--no-public-url",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    printed = output.decode()
+    assert process.returncode == 0, printed[-2000:]
+    assert "the bot dialled its long connection" in printed
+    assert "ok   Retry failed rang Carol" in printed
+    assert "ok   no request reached the bot over HTTP" in printed
