@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from bot.clock import Clock
 from bot.feishu.client import FeishuClient
 from bot.feishu.errors import FeishuApiError
-from bot.feishu.events import AUTHORIZATION_GRANTED, DEVICE_AUTHORIZATION, EventEnvelope, ordering_key
+from bot.feishu.events import DEVICE_AUTHORIZATION, EventEnvelope
 from bot.feishu.models import OAuthTokenRequest
 from bot.oauth.authority import token_from_response
-from bot.oauth.records import AuthorizationGranted, DevicePoll, DeviceState
+from bot.oauth.flow import granted_event
+from bot.oauth.records import DevicePoll, DeviceState
 from bot.oauth.sealing import Sealer, SealError
 from bot.oauth.token_store import UserTokenStore
 from bot.store import Store
@@ -184,22 +185,15 @@ class DeviceFlow:
             )
 
     def _resume(self, record: DeviceState, name: str) -> EventEnvelope:
-        order = ordering_key(record.pending) if record.pending is not None else f"user:{record.open_id}"
-        return EventEnvelope(
-            schema_version="2.0",
-            event_id="authz-" + prompt_key(record.flow_id)[:32],
-            event_type=AUTHORIZATION_GRANTED,
-            create_time=str(int(self._clock() * 1000)),
+        return granted_event(
+            "authz-" + prompt_key(record.flow_id)[:32],
             tenant_key=record.tenant_key,
-            event=AuthorizationGranted(
-                ordering_key=order,
-                tenant_key=record.tenant_key,
-                open_id=record.open_id,
-                name=name,
-                locale=record.locale,
-                prompt_key=prompt_key(record.flow_id),
-                pending=record.pending,
-            ).model_dump(),
+            open_id=record.open_id,
+            name=name,
+            locale=record.locale,
+            prompt_key=prompt_key(record.flow_id),
+            pending=record.pending,
+            now=self._clock(),
         )
 
     # --- the per-user record ---------------------------------------------------------------------------

@@ -225,22 +225,15 @@ class AuthorizationFlow:
     def _resume_event(self, record: AuthorizationState, name: str, state: str) -> EventEnvelope:
         """An inbox event that updates the prompt and runs the waiting command, in the user's chat."""
         event_id = "authz-" + hashlib.sha256(record.code_verifier.encode()).hexdigest()[:32]
-        order = ordering_key(record.pending) if record.pending is not None else f"user:{record.open_id}"
-        return EventEnvelope(
-            schema_version="2.0",
-            event_id=event_id,
-            event_type=AUTHORIZATION_GRANTED,
-            create_time=str(int(self._clock() * 1000)),
+        return granted_event(
+            event_id,
             tenant_key=record.tenant_key,
-            event=AuthorizationGranted(
-                ordering_key=order,
-                tenant_key=record.tenant_key,
-                open_id=record.open_id,
-                name=name,
-                locale=record.locale,
-                prompt_key=_state_key(state),
-                pending=record.pending,
-            ).model_dump(),
+            open_id=record.open_id,
+            name=name,
+            locale=record.locale,
+            prompt_key=_state_key(state),
+            pending=record.pending,
+            now=self._clock(),
         )
 
     def _seal(self, state: str, record: AuthorizationState) -> bytes:
@@ -254,6 +247,38 @@ class AuthorizationFlow:
             return AuthorizationState.model_validate_json(plain)
         except (SealError, ValidationError):
             return None
+
+
+def granted_event(
+    event_id: str,
+    *,
+    tenant_key: str,
+    open_id: str,
+    name: str,
+    locale: str,
+    prompt_key: str,
+    pending: EventEnvelope | None,
+    now: float,
+) -> EventEnvelope:
+    """The internal `authorization_granted` event both flows queue once a person has authorized: it
+    updates the prompt and runs what waited, in the chat of the command that waited (redirect or device)."""
+    order = ordering_key(pending) if pending is not None else f"user:{open_id}"
+    return EventEnvelope(
+        schema_version="2.0",
+        event_id=event_id,
+        event_type=AUTHORIZATION_GRANTED,
+        create_time=str(int(now * 1000)),
+        tenant_key=tenant_key,
+        event=AuthorizationGranted(
+            ordering_key=order,
+            tenant_key=tenant_key,
+            open_id=open_id,
+            name=name,
+            locale=locale,
+            prompt_key=prompt_key,
+            pending=pending,
+        ).model_dump(),
+    )
 
 
 def _state_key(state: str) -> str:
