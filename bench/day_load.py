@@ -517,7 +517,8 @@ async def measure(
     for message_id, item in commands.items():
         assert item.push.command is not None
         team, invitee = item.push.command
-        ringing = emulator.meeting(team.meeting_id).ringing
+        meeting = emulator.meeting(team.meeting_id)
+        ringing = set(meeting.ringing) | set(meeting.unanswered)  # rung, whether or not still ringing
         named = set(team.members[1:]) if invitee == "@all" else {invitee}
         invited += len(named & ringing)
         calls += math.ceil(len(named) / INVITEES_PER_CALL)

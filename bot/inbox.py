@@ -19,7 +19,7 @@ from bot.clock import Clock, backoff, system_clock
 from bot.feishu.events import EventEnvelope, MalformedEvent, dedupe_key, ordering_key
 from bot.metrics import Metrics
 from bot.store import InboxItem, Store
-from bot.store.base import CLAIM_LEASE_SECONDS
+from bot.store.base import CLAIM_LEASE_SECONDS, Postpone
 
 log = structlog.get_logger("bot.inbox")
 
@@ -245,6 +245,10 @@ class Inbox:
                 await self._handler(envelope)
             except asyncio.CancelledError:
                 raise
+            except Postpone as later:
+                # Not a failure: the handler has more to do later (a meeting watch's next look).
+                at = self._clock() + later.seconds
+                await self._bookkeep(self._store.postpone_event, item.id, next_attempt_at=at)
             except Exception as error:
                 self._metrics.events_failed.labels(event_type).inc()
                 await self._after_failure(item, envelope, error)

@@ -209,6 +209,9 @@ class EmulatorConfig(BaseModel):
     bot_open_id: str = "ou_bot00000000000000000000000000b"
     bot_name: str = "InviteBot"
     bot_avatar_url: str = "https://emulator.invalid/avatar/bot.png"
+    # How long an invitation rings before it counts as not answered (status 4, never joined). Feishu's
+    # own ring time is UNCONFIRMED; half a minute is what its clients show in practice.
+    ring_seconds: float = Field(default=30.0, gt=0, le=3600)
     tenant_token_ttl_seconds: int = Field(default=7200, ge=60)
     # The bot's `POST /feishu/events` URL; settable later through `Emulator.webhook_url`.
     webhook_url: str | None = None

@@ -21,7 +21,7 @@ from emulator.ephemeral import EphemeralApi, EphemeralMessage, EphemeralStore
 from emulator.faults import Fault, FaultQueue
 from emulator.gateway import Gateway, RecordedRequest, feishu_not_found
 from emulator.long_connection import SocketHub
-from emulator.meetings import FAILED, InviteCall, Meeting, MeetingBook
+from emulator.meetings import FAILED, Answer, InviteCall, Meeting, MeetingBook
 from emulator.messages import MessageStore, SentMessage
 from emulator.oauth import UserAuth
 from emulator.oauth_routes import OAuthRoutes
@@ -234,6 +234,26 @@ class Emulator:
 
     def leave_meeting(self, meeting_id: str, open_id: str) -> None:
         self._meetings.leave(meeting_id, open_id)
+
+    def decline_meeting(self, meeting_id: str, open_id: str) -> None:
+        """`open_id` declines the invitation ringing for them (status 4, never joined)."""
+        self._meetings.decline(meeting_id, open_id)
+
+    def answer_when_invited(
+        self,
+        open_id: str,
+        answer: Answer,
+        after_seconds: float = 0,
+        *,
+        then: Answer | None = None,
+        then_after: float = 0,
+    ) -> None:
+        """From now on `open_id` answers each invitation: joins or declines `after_seconds` after it
+        rings (unplanned, it rings for `ring_seconds` and ends unanswered)."""
+        self._meetings.answer_when_invited(open_id, answer, after_seconds, then, then_after)
+
+    def clear_answers(self) -> None:
+        self._meetings.clear_answers()
 
     def lock_meeting(self, meeting_id: str, locked: bool = True) -> None:
         self._meetings.get(meeting_id).locked = locked

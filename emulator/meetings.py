@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from emulator import replies
 from emulator.config import DirectoryMeeting, EmulatorConfig
@@ -38,8 +38,13 @@ class Meeting:
     busy: set[str]
     password: str
     participants: dict[str, int] = field(default_factory=dict)  # open_id → first join time
-    ringing: set[str] = field(default_factory=set)
+    ringing: dict[str, int] = field(default_factory=dict)  # open_id → when the ringing began
     left: dict[str, int] = field(default_factory=dict)  # open_id → leave time
+    # Rung and never joined: declined, or the ringing ran out (status 4 without a join time).
+    unanswered: dict[str, int] = field(default_factory=dict)
+    first_joined: dict[str, int] = field(default_factory=dict)  # kept after leaving
+    # What invited people will do, and when (time, open_id, answer): see MeetingBook.answer_when_invited.
+    planned: list[tuple[int, str, Answer]] = field(default_factory=list)
     peak: int = 0
 
     @property
@@ -47,10 +52,36 @@ class Meeting:
         return f"https://vc.feishu.cn/j/{self.meeting_no}"
 
     def join(self, open_id: str, at: int) -> None:
-        self.ringing.discard(open_id)
+        self.ringing.pop(open_id, None)
         self.left.pop(open_id, None)
+        self.unanswered.pop(open_id, None)
         self.participants.setdefault(open_id, at)
+        self.first_joined.setdefault(open_id, at)
         self.peak = max(self.peak, len(self.participants))
+
+    def decline(self, open_id: str, at: int) -> None:
+        if self.ringing.pop(open_id, None) is not None:
+            self.unanswered[open_id] = at
+
+    def leave(self, open_id: str, at: int) -> None:
+        if self.participants.pop(open_id, None) is not None:
+            self.left[open_id] = at
+        self.decline(open_id, at)
+
+    def settle(self, now: int, ring_seconds: float) -> None:
+        """Bring the meeting up to `now`: planned answers happen, unanswered ringing stops."""
+        due = [plan for plan in self.planned if plan[0] <= now]
+        self.planned = [plan for plan in self.planned if plan[0] > now]
+        for at, open_id, answer in sorted(due):
+            if answer == "join" and open_id in self.ringing and self.status == 2:
+                self.join(open_id, at)
+            elif answer == "decline":
+                self.decline(open_id, at)
+            elif answer == "leave":
+                self.leave(open_id, at)
+        for open_id, rang_at in list(self.ringing.items()):
+            if now - rang_at >= ring_seconds:
+                self.decline(open_id, int(rang_at + ring_seconds))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -99,12 +130,16 @@ class _Forced:
     left: int | None  # None: until cleared
 
 
+Answer = Literal["join", "decline", "leave"]
+
+
 class MeetingBook:
     def __init__(self, config: EmulatorConfig, clock: Callable[[], float]) -> None:
         self._config = config
         self._clock = clock
         self._meetings: dict[str, Meeting] | None = None
         self._forced: dict[str, _Forced] = {}
+        self._answers: dict[str, tuple[Answer, float, Answer | None, float]] = {}
         self.invite_calls: list[InviteCall] = []
 
     # --- the directory, materialized on first use ------------------------------------------------------
@@ -117,7 +152,25 @@ class MeetingBook:
             self._meetings = {}
             for meeting in self._config.meetings:
                 self.add(meeting)
+        now = int(self._clock())
+        for live in self._meetings.values():
+            live.settle(now, self._config.ring_seconds)
         return self._meetings
+
+    def answer_when_invited(
+        self,
+        open_id: str,
+        answer: Answer,
+        after_seconds: float,
+        then: Answer | None = None,
+        then_after: float = 0,
+    ) -> None:
+        """From now on, `open_id` answers every invitation with `answer` `after_seconds` after it rings
+        (and, with `then`, does that `then_after` seconds later: join, then leave)."""
+        self._answers[open_id] = (answer, after_seconds, then, then_after)
+
+    def clear_answers(self) -> None:
+        self._answers.clear()
 
     def add(self, spec: DirectoryMeeting) -> Meeting:
         book = self._meetings if self._meetings is not None else self.meetings
@@ -165,10 +218,10 @@ class MeetingBook:
         meeting.ringing.clear()
 
     def leave(self, meeting_id: str, open_id: str) -> None:
-        meeting = self.get(meeting_id)
-        if meeting.participants.pop(open_id, None) is not None:
-            meeting.left[open_id] = int(self._clock())
-        meeting.ringing.discard(open_id)
+        self.get(meeting_id).leave(open_id, int(self._clock()))
+
+    def decline(self, meeting_id: str, open_id: str) -> None:
+        self.get(meeting_id).decline(open_id, int(self._clock()))
 
     def by_number(self, meeting_no: str, start_time: int, end_time: int) -> list[Meeting]:
         found = [
@@ -231,7 +284,15 @@ class MeetingBook:
             ):
                 results.append((sent_id, FAILED))
                 continue
-            meeting.ringing.add(open_id)
+            now = int(self._clock())
+            meeting.ringing.setdefault(open_id, now)
+            meeting.unanswered.pop(open_id, None)
+            plan = self._answers.get(open_id)
+            if plan is not None:
+                answer, after, then, then_after = plan
+                meeting.planned.append((now + int(after), open_id, answer))
+                if then is not None:
+                    meeting.planned.append((now + int(after + then_after), open_id, then))
             results.append((sent_id, INVITED))
         return results
 

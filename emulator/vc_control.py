@@ -6,7 +6,7 @@ Same rules as `control`: JSON in and out, anything malformed is a 400 with a rea
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,6 +22,16 @@ class _Person(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     open_id: str = Field(min_length=1, max_length=256)
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    open_id: str = Field(min_length=1, max_length=256)
+    answer: Literal["join", "decline", "leave"]
+    after_seconds: float = Field(default=0, ge=0, le=3600)
+    then: Literal["leave"] | None = None
+    then_after_seconds: float = Field(default=0, ge=0, le=3600)
 
 
 class _Lock(BaseModel):
@@ -87,6 +97,23 @@ def vc_control_routes(emulator: Emulator) -> list[web.RouteDef]:
         emulator.leave_meeting(meeting_id, person.open_id)
         return web.json_response({"meeting": emulator.meeting(meeting_id).as_json()})
 
+    async def decline(request: web.Request) -> web.Response:
+        person = await body_of(request, _Person)
+        meeting_id = request.match_info["meeting_id"]
+        emulator.decline_meeting(meeting_id, person.open_id)
+        return web.json_response({"meeting": emulator.meeting(meeting_id).as_json()})
+
+    async def answers(request: web.Request) -> web.Response:
+        plan = await body_of(request, _Answer)
+        emulator.answer_when_invited(
+            plan.open_id, plan.answer, plan.after_seconds, then=plan.then, then_after=plan.then_after_seconds
+        )
+        return web.json_response(plan.model_dump())
+
+    async def clear_answers(request: web.Request) -> web.Response:
+        emulator.clear_answers()
+        return web.json_response({"cleared": True})
+
     async def lock(request: web.Request) -> web.Response:
         wanted = await body_of(request, _Lock)
         meeting_id = request.match_info["meeting_id"]
@@ -113,7 +140,10 @@ def vc_control_routes(emulator: Emulator) -> list[web.RouteDef]:
         web.post("/_emulator/meetings/{meeting_id}/end", guarded(end)),
         web.post("/_emulator/meetings/{meeting_id}/join", guarded(join)),
         web.post("/_emulator/meetings/{meeting_id}/leave", guarded(leave)),
+        web.post("/_emulator/meetings/{meeting_id}/decline", guarded(decline)),
         web.post("/_emulator/meetings/{meeting_id}/lock", guarded(lock)),
+        web.post("/_emulator/answers", guarded(answers)),
+        web.delete("/_emulator/answers", guarded(clear_answers)),
         web.get("/_emulator/invite-calls", guarded(invite_calls)),
         web.post("/_emulator/fail-invitee", guarded(fail_invitee)),
         web.delete("/_emulator/fail-invitee", guarded(clear_failures)),

@@ -127,16 +127,27 @@ class VcRoutes:
             now = int(self._gateway.now())
             people: list[dict[str, Any]] = []
             for open_id, joined in meeting.participants.items():
-                people.append(self._participant(meeting, open_id, id_type, IN_MEETING, joined, now))
+                people.append(self._participant(meeting, open_id, id_type, IN_MEETING, joined, None, now))
             for open_id in sorted(meeting.ringing):
-                people.append(self._participant(meeting, open_id, id_type, RINGING, None, now))
+                people.append(self._participant(meeting, open_id, id_type, RINGING, None, None, now))
             for open_id, left_at in meeting.left.items():
-                people.append(self._participant(meeting, open_id, id_type, LEFT, None, left_at))
+                joined_at = meeting.first_joined.get(open_id)
+                people.append(self._participant(meeting, open_id, id_type, LEFT, joined_at, left_at, now))
+            # Rung and never came (declined, or the ringing ran out): "not in the meeting", no join time.
+            for open_id, at in meeting.unanswered.items():
+                people.append(self._participant(meeting, open_id, id_type, LEFT, None, at, now))
             body["participants"] = people
         return body
 
     def _participant(
-        self, meeting: Meeting, open_id: str, id_type: str, status: int, joined: int | None, now: int
+        self,
+        meeting: Meeting,
+        open_id: str,
+        id_type: str,
+        status: int,
+        joined: int | None,
+        left_at: int | None,
+        now: int,
     ) -> dict[str, Any]:
         person: dict[str, Any] = {
             "id": self._id_of(open_id, id_type),
@@ -148,9 +159,9 @@ class VcRoutes:
         }
         if joined is not None:
             person["first_join_time"] = str(joined)
-            person["in_meeting_duration"] = str(max(0, now - joined))
-        if status == LEFT:
-            person["final_leave_time"] = str(now)
+            person["in_meeting_duration"] = str(max(0, (left_at or now) - joined))
+        if left_at is not None:
+            person["final_leave_time"] = str(left_at)
         return person
 
     def _id_of(self, open_id: str, id_type: str) -> str:

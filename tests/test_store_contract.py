@@ -139,6 +139,19 @@ async def test_a_retry_waits_for_its_time_and_keeps_its_chat_behind_it(store: St
     assert (again.dedupe_key, again.attempts) == ("message:1", 2)
 
 
+async def test_a_postponed_event_runs_again_later_as_a_fresh_start(store: Store) -> None:
+    await accept(store, "event:watch", chat="watch:1")
+    for _ in range(5):  # more rounds than any max_attempts: a postponement is no failure
+        [item] = await store.claim_events(now=NOW, limit=10)
+        await store.postpone_event(item.id, next_attempt_at=NOW + 5)
+        assert await store.claim_events(now=NOW + 1, limit=10) == []
+        assert await store.next_due_at(after=NOW + 1) == NOW + 5
+        [again] = await store.claim_events(now=NOW + 5, limit=10)
+        assert again.attempts == 1
+        await store.postpone_event(again.id, next_attempt_at=NOW)
+    assert (await store.inbox_stats()).pending == 1
+
+
 async def test_a_dead_event_is_kept_with_its_reason_and_frees_its_chat(store: Store) -> None:
     await accept(store, "message:1")
     await accept(store, "message:2")

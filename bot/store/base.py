@@ -16,6 +16,14 @@ from typing import Protocol
 CLAIM_LEASE_SECONDS = 20.0
 
 
+class Postpone(Exception):
+    """Raised by a handler whose event should run again in `seconds`: not a failure, a next step."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"again in {seconds:.1f} s")
+        self.seconds = seconds
+
+
 @dataclass(frozen=True)
 class InboxItem:
     id: int
@@ -64,6 +72,11 @@ class Store(Protocol):
     async def complete_event(self, item_id: int) -> None: ...
 
     async def retry_event(self, item_id: int, *, error: str, next_attempt_at: float) -> None: ...
+
+    async def postpone_event(self, item_id: int, *, next_attempt_at: float) -> None:
+        """Hand an event back to run again at `next_attempt_at`, as a fresh start (attempts reset): the
+        handler is not failing, it has more to do later (a meeting watch's next look)."""
+        ...
 
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         """Park an event as dead: kept for inspection, no longer retried, no longer blocking its chat."""

@@ -255,6 +255,15 @@ class PostgresStore:
             self._owner,
         )
 
+    async def postpone_event(self, item_id: int, *, next_attempt_at: float) -> None:
+        await self._status(
+            "UPDATE queue SET state = 'pending', next_attempt_at = $1, attempts = 0, last_error = NULL,"
+            " owner = NULL WHERE id = $2 AND owner = $3 AND state = 'running'",
+            next_attempt_at,
+            item_id,
+            self._owner,
+        )
+
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         await self._status(
             "UPDATE queue SET state = 'dead', next_attempt_at = $1, last_error = $2, owner = NULL"

@@ -237,6 +237,13 @@ class SqliteStore:
             (next_attempt_at, error, item_id, self._owner),
         )
 
+    async def postpone_event(self, item_id: int, *, next_attempt_at: float) -> None:
+        await self._one(
+            "UPDATE queue SET state = 'pending', next_attempt_at = ?, attempts = 0, last_error = NULL,"
+            " owner = NULL WHERE id = ? AND owner = ? AND state = 'running'",
+            (next_attempt_at, item_id, self._owner),
+        )
+
     async def bury_event(self, item_id: int, *, error: str, now: float) -> None:
         await self._one(
             "UPDATE queue SET state = 'dead', next_attempt_at = ?, last_error = ?, owner = NULL"
