@@ -132,6 +132,7 @@ async def _start_runtime(
     clock: Clock,
     api_retry: Retry,
     retry_base_seconds: float,
+    watch_every_seconds: float,
 ) -> Runtime:
     """From an open store and HTTP session to a bot that knows who it is and has its inbox."""
     client = FeishuClient(
@@ -189,6 +190,8 @@ async def _start_runtime(
         metrics=metrics,
         device=device,
         enqueue=enqueue,
+        watch_seconds=settings.bot_meeting_watch_seconds,
+        watch_every=watch_every_seconds,
     )
     router = Router(services, default_commands(settings.bot_invite_ceiling, settings.bot_confirm_threshold))
     inbox = Inbox(
@@ -246,8 +249,11 @@ def create_app(
     start_workers: bool = True,
     retry_base_seconds: float = 2.0,
     api_retry: Retry | None = None,
+    watch_every_seconds: float = 5.0,
 ) -> web.Application:
-    """The bot as an aiohttp app. `start_workers=False` accepts events without handling them."""
+    """The bot as an aiohttp app. `start_workers=False` accepts events without handling them.
+    `watch_every_seconds`: how often a live card's meeting is read (5 s: at most 12 reads a minute per
+    meeting and one card update per 5 s, far inside Feishu's 1000/min and 5 updates/s per message)."""
     guard = ConnectionGuard()
     app = web.Application(middlewares=[guard.middleware, no_tracebacks], client_max_size=2 * 1024 * 1024)
     app[GUARD] = guard
@@ -302,7 +308,15 @@ def create_app(
             store = await open_store(settings.bot_store_url)
             try:
                 runtime = await _start_runtime(
-                    settings, store, session, sealer, metrics, clock, api_retry or Retry(), retry_base_seconds
+                    settings,
+                    store,
+                    session,
+                    sealer,
+                    metrics,
+                    clock,
+                    api_retry or Retry(),
+                    retry_base_seconds,
+                    watch_every_seconds,
                 )
                 if start_workers:
                     await runtime.inbox.start()

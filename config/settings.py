@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # A worker waiting on Feishu (a slow call, the rate limiter) holds only its chat; 64 lets a burst over
     # 60 chats run at Feishu's 50 calls/s instead of queueing behind eight slow calls (bench/day_load.py).
     bot_inbox_workers: int = Field(default=64, ge=1, le=256)
+    # How long a result card follows who joins the meeting after an invite; 0 turns the live card off.
+    bot_meeting_watch_seconds: float = Field(default=120.0, ge=0, le=3600)
     # With 2 s doubling backoff, 8 attempts span about 4 min: enough to ride out a short Feishu outage.
     bot_inbox_max_attempts: int = Field(default=8, ge=1, le=50)
     bot_shutdown_timeout: float = Field(default=20.0, gt=0)

@@ -147,16 +147,18 @@ async def _tell_clicker(context: CommandContext, event: CardActionEvent, note: T
         await context.reply_card(failed, purpose=f"click-failed:{context.envelope.event_id}")
 
 
-async def update_card(services: Services, event: CardActionEvent, card: Card) -> None:
-    """Show a press's outcome in the clicked card; if Feishu refuses the update, as a reply to it."""
+async def update_card(services: Services, event: CardActionEvent, card: Card) -> str:
+    """Show a press's outcome in the clicked card; if Feishu refuses the update, as a reply to it.
+    Returns the message that shows it."""
     message_id = event.context.open_message_id
     try:
         await services.client.patch_message(message_id, MessagePatchRequest(content=card_content(card)))
+        return message_id
     except FeishuApiError as error:
         if error.transient:
             raise  # a blip: the inbox retries the click, which sends nothing twice
         log.warning("card update refused; replying instead", code=error.code, log_id=error.log_id)
-        await services.client.reply_message(
+        sent = await services.client.reply_message(
             message_id,
             MessageReplyRequest(
                 content=card_content(card),
@@ -165,6 +167,7 @@ async def update_card(services: Services, event: CardActionEvent, card: Card) ->
             ),
             chat_id=event.context.open_chat_id,
         )
+        return sent.message_id
 
 
 def _context_of(

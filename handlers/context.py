@@ -35,6 +35,10 @@ class Services:
     device: DeviceFlow | None = None
     # Puts one of the bot's own events into the inbox (a device poll, a resumed command).
     enqueue: Callable[[EventEnvelope], Awaitable[bool]] | None = None
+    # BOT_MEETING_WATCH_SECONDS: how long a result card follows the meeting (0: not at all), and how
+    # often the meeting is read meanwhile (one read per meeting, whatever the number of cards).
+    watch_seconds: float = 0.0
+    watch_every: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from bot.feishu.events import (
     AUTHORIZATION_GRANTED,
     CARD_ACTION_TRIGGER,
     DEVICE_AUTHORIZATION,
+    MEETING_WATCH,
     MESSAGE_RECEIVE,
     EventEnvelope,
     MalformedEvent,
@@ -23,6 +24,7 @@ from handlers.context import CommandContext, IncomingMessage, Services
 from handlers.help import help_command, not_a_command_card, too_long_card, unknown_command_card
 from handlers.invite.clicks import INVITE_BUTTONS
 from handlers.invite.command import invite_command
+from handlers.invite.watch import WatchTick, look_at_meeting
 from handlers.messages import MAX_COMMAND_CHARS, read_message
 
 log = structlog.get_logger("handlers")
@@ -79,6 +81,13 @@ class Router:
                 log.error("device authorization event unreadable; dropped")
                 return
             await poll_device_authorization(self._services, poll)
+        elif envelope.event_type == MEETING_WATCH:
+            try:
+                tick = WatchTick.model_validate(envelope.event)
+            except ValidationError:
+                log.error("meeting watch event unreadable; dropped")
+                return
+            await look_at_meeting(self._services, tick)
         elif envelope.event_type == CARD_ACTION_TRIGGER:
             try:
                 await on_click(self._services, envelope)

@@ -106,6 +106,8 @@ def bot_settings(config: EmulatorConfig, emulator_url: str, store: Path, **overr
         "bot_secret_key": secrets.token_urlsafe(32),
         "bot_inbox_max_attempts": 3,
         "bot_shutdown_timeout": 5.0,
+        # The live card updates cards on its own; tests that are not about it keep their cards still.
+        "bot_meeting_watch_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -135,6 +137,7 @@ class Harness:
             start_workers=start_workers,
             retry_base_seconds=0.02,
             api_retry=Retry(attempts=3, base_seconds=0.01, cap_seconds=0.05),
+            watch_every_seconds=0.2,
         )
         # The listener `invite-bot serve` uses, with its timeouts and connection limit. A fixed port
         # across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.

@@ -140,11 +140,14 @@ class FeishuClient(FeishuTransport):
         )
         return response.data
 
-    async def get_meeting(self, meeting_id: str, *, user_access_token: str) -> Meeting:
+    async def get_meeting(
+        self, meeting_id: str, *, user_access_token: str, with_participants: bool = False
+    ) -> Meeting:
         response = await self.call(
             MEETING_GET,
             MeetingResponse,
             path_params={"meeting_id": meeting_id},
+            params={"with_participants": "true", "user_id_type": "open_id"} if with_participants else None,
             auth="user",
             user_access_token=user_access_token,
         )

@@ -20,6 +20,8 @@ AUTHORIZATION_GRANTED = "invite_bot.authorization_granted"
 # Polls a device authorization until the user decides (BOT_AUTH_FLOW=device); in the inbox, so that the
 # polling survives a restart and runs on one replica at a time.
 DEVICE_AUTHORIZATION = "invite_bot.device_authorization"
+# The bot's own: one look at a watched meeting (who joined), run again a few seconds later.
+MEETING_WATCH = "invite_bot.meeting_watch"
 
 
 # An open_id as Feishu issues them (`ou_` and 32 hex digits; our emulator uses other letters and digits).

@@ -227,7 +227,11 @@ class MeetingParticipant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     id: str = ""
     user_type: int = 0
+    # 1 calling, 2 in the meeting, 3 ringing, 4 not in the meeting (left, declined, never answered).
     status: int = 0
+    # Unix seconds as strings on the wire; empty for someone who never joined.
+    first_join_time: str = ""
+    final_leave_time: str = ""
 
 
 class Meeting(BaseModel):

@@ -56,6 +56,25 @@ class RetryFailed(Button):
         ]
 
 
+REMIND_BUTTON = Text("提醒未加入的人", "Remind the missing")
+REMINDING = Text("收到，正在再次邀请还没加入的人…", "Got it: ringing those who have not joined again…")
+
+
+class RemindMissing(Button):
+    """ "Remind the missing" on a result card whose watch ended: rings again, as the clicker, only
+    those who were invited and never joined."""
+
+    kind: Literal["remind_missing"] = "remind_missing"
+    label: ClassVar[Text] = REMIND_BUTTON
+    style: ClassVar[ButtonStyle] = "primary"
+    accepted: ClassVar[Text] = REMINDING
+    meeting: Meeting
+    outcomes: list[StoredOutcome]
+    missing: list[str]
+    ceiling: int = 200
+    confirm_above: int = 10
+
+
 class ConfirmInvite(SenderOnly):
     """ "Confirm" on a big /invite: only its sender may press it."""
 

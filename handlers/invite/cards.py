@@ -8,9 +8,9 @@ dozen are summarised by count, and failures are grouped by reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -54,6 +54,29 @@ class StoredOutcome(BaseModel):
         return Outcome(open_id=self.open_id, invited=self.invited, reason=reason, email=self.email)
 
 
+# What a watch of the meeting saw of one person named on the card (handlers/invite/watch.py).
+Presence = Literal["ringing", "joined", "left", "unanswered", "already"]
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The meeting as last seen: each person's presence, whether the watch is over, and a note saying
+    until when the card follows the meeting or as of when it stopped."""
+
+    presence: Mapping[str, Presence]
+    final: bool
+    note: Text
+
+
+_PRESENCE_LINES: tuple[tuple[Presence, Text], ...] = (
+    ("joined", Text("✅ 已加入", "✅ Joined")),
+    ("already", Text("☑️ 已在会议中", "☑️ Already in the meeting")),
+    ("left", Text("↩️ 加入后已离开", "↩️ Joined, then left")),
+    ("ringing", Text("🔔 正在呼叫", "🔔 Ringing")),
+    ("unanswered", Text("⏳ 未接听", "⏳ Did not answer")),
+)
+
+
 def _plain(content: str) -> dict[str, object]:
     return {"tag": "markdown", "content": content}
 
@@ -81,15 +104,23 @@ PEOPLE_FIELD = "people"
 
 
 def result_card(
-    meeting: Meeting, outcomes: Sequence[Outcome], followups: Sequence[dict[str, Any]] = ()
+    meeting: Meeting,
+    outcomes: Sequence[Outcome],
+    followups: Sequence[dict[str, Any]] = (),
+    live: LiveView | None = None,
 ) -> Card:
     """The result card, naming fewer people until it fits Feishu's size and element limits.
 
     `followups` are the elements of the buttons it offers (`Button.element`), shown below the rows.
+    With `live`, the invited are shown by what they did (joined, ringing, did not answer).
     """
     listed = LISTED_FAILURES
     while True:
-        built = _result_card(meeting, outcomes, listed)
+        built = (
+            _result_card(meeting, outcomes, listed)
+            if live is None
+            else _live_card(meeting, outcomes, listed, live)
+        )
         built["body"]["elements"].extend(followups)
         if listed == 0 or (_size(built) <= MAX_CARD_BYTES and _elements_in(built) <= MAX_ELEMENTS):
             return built
@@ -131,6 +162,47 @@ def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures:
         if len(invited) <= LISTED_SUCCESSES:
             elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
     elements.extend(_failures(failed, listed_failures))
+    return card(title, elements, template=template, summary=title)
+
+
+def _meeting_line(meeting: Meeting) -> dict[str, object]:
+    topic = literal(meeting.topic) or "—"
+    number = format_meeting_no(meeting.meeting_no)
+    return markdown(Text(f"会议：**{topic}** · {number}", f"Meeting: **{topic}** · {number}"))
+
+
+def _live_card(meeting: Meeting, outcomes: Sequence[Outcome], listed: int, live: LiveView) -> Card:
+    """The card while (and after) the bot follows the meeting: its title counts who came."""
+    groups: dict[Presence, list[Outcome]] = {state: [] for state, _ in _PRESENCE_LINES}
+    failed: list[Outcome] = []
+    for outcome in outcomes:
+        state = live.presence.get(outcome.open_id or "")
+        if outcome.invited:
+            groups[state if state is not None and state != "already" else "ringing"].append(outcome)
+        elif state == "already":
+            groups["already"].append(outcome)  # their invitation failed because they were in already
+        else:
+            failed.append(outcome)
+    came = len(groups["joined"]) + len(groups["left"]) + len(groups["already"])
+    total = came + len(groups["ringing"]) + len(groups["unanswered"])
+    title = Text(f"已加入 {came}/{total} 人", f"{came} of {total} joined")
+    template: Template = "blue"
+    if live.final:
+        template = "green" if came == total and not failed else "orange"
+    elements: list[dict[str, object]] = [_meeting_line(meeting)]
+    for state, label in _PRESENCE_LINES:
+        members = groups[state]
+        if members:
+            elements.append(
+                markdown(Text(f"{label.zh_cn}（{len(members)}）", f"{label.en_us} ({len(members)})"))
+            )
+            shown = members[:listed] if listed else []
+            line = " ".join(_who(outcome) for outcome in shown)
+            if len(shown) < len(members):
+                line += f" … +{len(members) - len(shown)}"
+            elements.append(_plain(line))
+    elements.extend(_failures(failed, listed))
+    elements.append(markdown(live.note))
     return card(title, elements, template=template, summary=title)
 
 

@@ -18,7 +18,14 @@ from handlers.buttons import ButtonKind
 from handlers.cards import Card
 from handlers.clicks import update_card
 from handlers.context import CommandContext
-from handlers.invite.buttons import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
+from handlers.invite.buttons import (
+    CancelInvite,
+    ConfirmInvite,
+    GiveMeeting,
+    InviteMore,
+    RemindMissing,
+    RetryFailed,
+)
 from handlers.invite.cards import Outcome, cancelled_card, result_card, too_many_card
 from handlers.invite.command import (
     InviteLimits,
@@ -30,10 +37,11 @@ from handlers.invite.command import (
 )
 from handlers.invite.grammar import InviteRequest
 from handlers.invite.reasons import NEEDS_AUTHORIZATION
+from handlers.invite.watch import watch_card
 
 log = structlog.get_logger("handlers.invite.clicks")
 
-LimitedButton = RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting | InviteMore
+LimitedButton = RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting | InviteMore | RemindMissing
 
 
 def _limits(action: LimitedButton) -> InviteLimits:
@@ -48,6 +56,16 @@ async def retry_failed(context: CommandContext, event: CardActionEvent, action: 
     log.info(
         "retried failed invitations", retried=len(retried), invited=invited, clicker=event.operator.open_id
     )
+    await _show_result(context, event, action.meeting, rows, _limits(action))
+
+
+async def remind_missing(context: CommandContext, event: CardActionEvent, action: RemindMissing) -> None:
+    """Ring again, as the clicker, only those who were invited and never joined; the card follows anew."""
+    skip = {context.message.sender_open_id, context.services.bot.open_id}
+    people = [open_id for open_id in action.missing if open_id not in skip]
+    reminded = await invite_once(context, action.meeting, people, [])
+    log.info("reminded the missing", reminded=len(reminded), clicker=event.operator.open_id)
+    rows = _merged([stored.restore() for stored in action.outcomes], reminded)
     await _show_result(context, event, action.meeting, rows, _limits(action))
 
 
@@ -99,8 +117,8 @@ async def give_meeting(context: CommandContext, event: CardActionEvent, action: 
         everyone=action.everyone,
     )
 
-    async def respond(card: Card) -> None:
-        await update_card(context.services, event, card)
+    async def respond(card: Card) -> str:
+        return await update_card(context.services, event, card)
 
     await proceed(context, request, _limits(action), respond)
 
@@ -113,6 +131,7 @@ INVITE_BUTTONS: tuple[ButtonKind[Any], ...] = (
     ButtonKind(ConfirmInvite, confirm_invite, already_invited),
     ButtonKind(CancelInvite, cancel_invite, already_invited),
     ButtonKind(GiveMeeting, give_meeting, already_invited),
+    ButtonKind(RemindMissing, remind_missing, already_invited),
 )
 
 
@@ -132,4 +151,13 @@ async def _show_result(
     limits: InviteLimits,
 ) -> None:
     followups = await offer_followups(context, meeting, outcomes, limits)
-    await update_card(context.services, event, result_card(meeting, outcomes, followups))
+    shown = await update_card(context.services, event, result_card(meeting, outcomes, followups))
+    await watch_card(
+        context,
+        meeting,
+        outcomes,
+        followups,
+        shown,
+        ceiling=limits.ceiling,
+        confirm_above=limits.confirm_above,
+    )

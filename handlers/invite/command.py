@@ -36,6 +36,7 @@ from handlers.invite.reasons import (
     NEEDS_AUTHORIZATION,
     reason_for,
 )
+from handlers.invite.watch import watch_card
 
 log = structlog.get_logger("handlers.invite.command")
 
@@ -59,7 +60,8 @@ class InviteLimits:
     confirm_above: int
 
 
-Respond = Callable[[Card], Awaitable[object]]
+# Shows a card (a reply, or an update of the clicked card) and returns the message that shows it.
+Respond = Callable[[Card], Awaitable[str]]
 
 
 def invite_command(ceiling: int, confirm_above: int) -> Command:
@@ -98,7 +100,11 @@ async def _invite(context: CommandContext, limits: InviteLimits) -> None:
     if await services.authority.current(message.tenant_key, message.sender_open_id) is None:
         await ask_to_authorize(context)
         return
-    await proceed(context, request, limits, context.reply_card)
+
+    async def reply(card: Card) -> str:
+        return (await context.reply_card(card)).message_id
+
+    await proceed(context, request, limits, reply)
 
 
 async def proceed(
@@ -136,7 +142,16 @@ async def proceed(
     outcomes = await invite_once(context, meeting, people, unknown)
     followups = await offer_followups(context, meeting, outcomes, limits)
     await _keep(context, meeting, outcomes, followups)
-    await respond(result_card(meeting, outcomes, followups))
+    shown = await respond(result_card(meeting, outcomes, followups))
+    await watch_card(
+        context,
+        meeting,
+        outcomes,
+        followups,
+        shown,
+        ceiling=limits.ceiling,
+        confirm_above=limits.confirm_above,
+    )
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
 
