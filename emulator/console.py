@@ -172,7 +172,7 @@ class Console:
 
 async def run_console(stream: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     configure_logging("console", "error")
-    async with loopback_world() as (emulator, app):
+    async with loopback_world(watch_seconds=0) as (emulator, app):
         console = Console(emulator, app, out)
         console.say(HELP)
         console.say("you are Alice in Team")

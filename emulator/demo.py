@@ -31,6 +31,8 @@ from emulator.device import VERIFY_PATH as DEVICE_VERIFY_PATH
 from emulator.render import render_message
 from emulator.server import start_emulator
 
+DEMO_WATCH_SECONDS = 8.0
+
 
 @dataclass
 class Step:
@@ -58,10 +60,13 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def loopback_world(*, no_public_url: bool = False) -> AsyncIterator[tuple[Emulator, web.Application]]:
+async def loopback_world(
+    *, no_public_url: bool = False, watch_seconds: float = DEMO_WATCH_SECONDS
+) -> AsyncIterator[tuple[Emulator, web.Application]]:
     """The emulator and the bot on free loopback ports, with a store in a temporary folder. With
     `no_public_url`, the bot dials the emulator's long connection and people authorize on its device
-    page: nothing reaches the bot over HTTP (it listens for health only)."""
+    page: nothing reaches the bot over HTTP (it listens for health only). `watch_seconds`: how long a
+    result card follows the meeting (the console turns it off: it shows a card after each line typed)."""
     with tempfile.TemporaryDirectory(prefix="invite-bot-demo-") as workdir:
         emulator, emulator_runner, emulator_url = await start_emulator(EmulatorConfig())
         config = emulator.config
@@ -83,11 +88,13 @@ async def loopback_world(*, no_public_url: bool = False) -> AsyncIterator[tuple[
             bot_log_level="warning",
             bot_event_transport="long-connection" if no_public_url else "webhook",
             bot_auth_flow="device" if no_public_url else "redirect",
+            # Long enough to see people answer, short enough for a demo (120 s in service).
+            bot_meeting_watch_seconds=watch_seconds,
         )
         if no_public_url:
             emulator.transport = "long-connection"
             emulator.devices.interval = 1  # Feishu asks for 5 s between polls; a demo need not wait
-        app = create_app(settings)
+        app = create_app(settings, watch_every_seconds=1.0)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         try:
             await runner.setup()
@@ -207,6 +214,7 @@ async def _first_invite(
         return [Step("/invite", False, "the emulator's directory has fewer than three people")]
     invitee, busy = others
     emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id)  # in another call: Feishu cannot ring them
+    emulator.answer_when_invited(invitee.open_id, "join", 2)  # picks up after two seconds of ringing
     answered = len(emulator.messages)
     text = f"/invite 123 456 789 @{invitee.name} @{busy.name}"
     _say(name, where, f"@InviteBot {text}")
@@ -262,12 +270,12 @@ async def _first_invite(
             "Invited 1" in content and f"<at id={busy.open_id}>" in content and "could not invite" in content,
         )
     )
-    steps += await _retry(emulator, app, name, open_id, card.message_id, busy)
+    steps += await _retry(emulator, name, open_id, card.message_id, invitee, busy)
     return steps
 
 
 async def _retry(
-    emulator: Emulator, app: web.Application, name: str, open_id: str, message_id: str, busy: DirectoryUser
+    emulator: Emulator, name: str, open_id: str, message_id: str, invitee: DirectoryUser, busy: DirectoryUser
 ) -> list[Step]:
     emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id, busy=False)
     print(f"\n({busy.name}'s call ended.) {name} clicks [ Retry failed ] on the card:")
@@ -275,17 +283,46 @@ async def _retry(
     value = buttons[0]["value"] if buttons else None
     if not isinstance(value, dict):
         return [Step("the card offers Retry failed", False)]
+    before = len([update for update in emulator.card_updates if update.message_id == message_id])
     result = await emulator.click(open_id, message_id, value)
     toast = (result.toast or {}).get("content", "")
     print(f"  toast within {result.elapsed_ms:.0f} ms: {toast}")
-    await runtime_of(app).inbox.wait_idle(10)
-    updates = [update for update in emulator.card_updates if update.message_id == message_id]
     names = {user.open_id: user.name for user in emulator.config.users}
-    if updates:
+    retried = await _card_shows(emulator, message_id, before, "Invited 2", within=10)
+    if retried is not None:
         print("InviteBot updates its card:")
-        print(render_message("interactive", updates[-1].content, names=names))
-    retried = bool(updates) and "Invited 2" in str(updates[-1].content)
-    return [
+        print(render_message("interactive", retried, names=names))
+    steps = [
         Step("the click was answered in time with a toast", result.ok and result.elapsed_ms < 2500),
-        Step(f"Retry failed rang {busy.name} and the card now says everyone was invited", retried),
+        Step(
+            f"Retry failed rang {busy.name} and the card now says everyone was invited", retried is not None
+        ),
     ]
+    print(f"\n(The card follows the meeting for {DEMO_WATCH_SECONDS:.0f} s: {busy.name} lets it ring.)")
+    last = await _card_shows(emulator, message_id, before, "As of", within=DEMO_WATCH_SECONDS + 10)
+    if last is not None:
+        print("InviteBot's card, when it stops following the meeting:")
+        print(render_message("interactive", last, names=names))
+    text = str(last)
+    steps.append(
+        Step(
+            f"the card followed the meeting: {invitee.name} joined, {busy.name} did not answer",
+            last is not None and "1 of 2 joined" in text and "Did not answer (1)" in text,
+        )
+    )
+    steps.append(Step("the finished card offers Remind the missing", "Remind the missing" in text))
+    return steps
+
+
+async def _card_shows(
+    emulator: Emulator, message_id: str, after: int, wanted: str, *, within: float
+) -> dict[str, Any] | None:
+    """The first version of the card, among those after the first `after`, that says `wanted`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        updates = [update for update in emulator.card_updates if update.message_id == message_id][after:]
+        for update in updates:
+            if wanted in str(update.content):
+                return update.content
+        await asyncio.sleep(0.1)
+    return None
