@@ -124,6 +124,8 @@ class Harness:
     bot_runner: web.AppRunner | None = None
     app: web.Application | None = None
     _started: list[web.AppRunner] = field(default_factory=list)
+    # How often a live card's meeting is read: fast for tests (the service pace is 5 s).
+    watch_every_seconds: float = 0.2
 
     @property
     def runtime(self) -> Runtime:
@@ -137,7 +139,7 @@ class Harness:
             start_workers=start_workers,
             retry_base_seconds=0.02,
             api_retry=Retry(attempts=3, base_seconds=0.01, cap_seconds=0.05),
-            watch_every_seconds=0.2,
+            watch_every_seconds=self.watch_every_seconds,
         )
         # The listener `invite-bot serve` uses, with its timeouts and connection limit. A fixed port
         # across restarts, so BOT_PUBLIC_URL (the OAuth redirect) keeps pointing at us.
