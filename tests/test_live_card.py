@@ -168,3 +168,15 @@ async def test_fifty_cards_on_one_meeting_share_one_reader(tmp_path: Path) -> No
             assert 1 <= len(shown(world, message_id)) <= 3
     finally:
         await world.close()
+
+
+async def test_someone_already_in_the_meeting_is_shown_as_there(world: Harness) -> None:
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)
+    world.emulator.answer_when_invited(CAROL, "join", 0)
+    answer = json.dumps(await invite(world, "/invite 123456789 @Bob @Carol"))
+    assert "Invited 1" in answer  # Feishu refuses to ring someone who is in the meeting
+    last = await until_shown(world, the_card(world), final)
+    assert BOB in named_under(last, "Already in the meeting (1)")
+    assert CAROL in named_under(last, "Joined (1)")
+    assert "2 of 2 joined" in last
+    assert "Remind the missing" not in last
