@@ -13,6 +13,7 @@ import asyncio
 import json
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -136,8 +137,9 @@ class Clicker:
             sign=sign,
             signer=lambda stamp, once, raw: card_signature_v1(stamp, once, token, raw),
             clock=self._clock,
-            timestamp=timestamp,
-            nonce=nonce,
+            # What real legacy callbacks carry: a date in China time and a UUID nonce (feishu-protocol §3.2).
+            timestamp=timestamp if timestamp is not None else legacy_date(self._clock()),
+            nonce=nonce if nonce is not None else str(uuid.uuid4()),
             signature=signature,
         )
 
@@ -310,3 +312,17 @@ def _parsed(text: str | None) -> dict[str, Any] | str | None:
     except (ValueError, RecursionError):
         return text
     return decoded if isinstance(decoded, dict) else text
+
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def legacy_date(at: float) -> str:
+    """`X-Lark-Request-Timestamp` as real legacy card callbacks send it: `Monday, 14-Nov-22 15:53:37 CST`
+    (RFC 850, China time; seen in lark's own SDK tests and in captured traffic)."""
+    t = time.gmtime(at + 8 * 3600)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d}-{_MONTHS[t.tm_mon - 1]}-{t.tm_year % 100:02d} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} CST"
+    )

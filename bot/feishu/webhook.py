@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -141,13 +143,36 @@ def _verify_signature(headers: Mapping[str, str], body: bytes, secrets: WebhookS
 
 
 def _check_replay_window(timestamp: str, secrets: WebhookSecrets, now: float) -> None:
-    # The unit (Unix seconds) is UNCONFIRMED in Feishu's docs; both SDKs send seconds.
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise Rejected(401, "timestamp is not a number") from None
+    sent_at = request_time(timestamp)
+    if sent_at is None:
+        raise Rejected(401, "timestamp is neither Unix seconds nor a date")
     if abs(now - sent_at) > secrets.replay_window_seconds:
         raise Rejected(401, "timestamp outside the replay window")
+
+
+_RFC850 = re.compile(r"^[A-Za-z]{3,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) ([A-Z]{3})$")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# Zones seen in Feishu's date headers: CST is China Standard Time there (UTC+8), never US Central.
+_ZONES = {"CST": 8 * 3600, "GMT": 0, "UTC": 0}
+
+
+def request_time(timestamp: str) -> float | None:
+    """When a signed request says it was sent: Unix seconds (events, new-style callbacks), or, on real
+    legacy card callbacks, an RFC 850 date in China time such as `Monday, 14-Nov-22 15:53:37 CST`
+    (feishu-protocol §3.2). None if it is neither."""
+    if timestamp.isdigit() and len(timestamp) <= 12:
+        return float(timestamp)
+    match = _RFC850.match(timestamp)
+    if match is None or match[2].title() not in _MONTHS or match[7] not in _ZONES:
+        return None
+    day, year, hour, minute, second = (int(match[i]) for i in (1, 3, 4, 5, 6))
+    try:
+        local = datetime(
+            2000 + year, _MONTHS.index(match[2].title()) + 1, day, hour, minute, second, tzinfo=UTC
+        )
+    except ValueError:
+        return None
+    return local.timestamp() - _ZONES[match[7]]
 
 
 # An unsigned encrypted body can only be the URL challenge, which is small.
