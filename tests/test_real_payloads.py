@@ -13,7 +13,7 @@ import pytest
 from bot.feishu.webhook import request_time
 from emulator.clicker import legacy_date
 from emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, CAROL, Harness, invite, open_world, updated_card
+from tests.harness import ALICE, CAROL, TEAM, Harness, invite, open_world, updated_card
 
 
 @pytest.fixture
@@ -75,3 +75,49 @@ async def test_a_stale_date_is_a_replay(world: Harness) -> None:
     answer = await world.emulator.post_legacy(body, timestamp=stale, nonce=str(uuid.uuid4()))
     assert answer.status == 401
     assert world.emulator.card_updates == []
+
+
+def everyone_else(world: Harness) -> list[str]:
+    members = world.emulator.config.chat(TEAM).members  # type: ignore[union-attr]
+    return sorted(member for member in members if member != ALICE)
+
+
+async def push_and_wait(world: Harness, event: dict[str, object]) -> None:
+    before = len([m for m in world.emulator.messages if m.chat_id == TEAM])
+    assert (await world.emulator.push(event)).status == 200
+    await world.emulator.wait_for_messages(before + 1, chat_id=TEAM, timeout=20)
+
+
+@pytest.mark.parametrize("entry", [True, False])
+async def test_at_all_in_a_text_message_as_feishu_sends_it(world: Harness, entry: bool) -> None:
+    event = world.emulator.build_message_event(ALICE, TEAM, "/invite 123456789 @_all")
+    message = event["event"]["message"]
+    if entry:  # the SDK fixture's shape: a mentions entry with empty ids
+        message["mentions"] = [
+            {"key": "@_all", "id": {"open_id": "", "user_id": "", "union_id": ""}, "name": "所有人"}
+        ]
+    else:
+        message.pop("mentions", None)
+    await push_and_wait(world, event)
+    invited = sorted(open_id for call in world.emulator.invite_calls for open_id in call.invitee_ids)
+    assert invited == everyone_else(world)
+
+
+async def test_at_all_in_a_post_as_feishu_sends_it(world: Harness) -> None:
+    event = world.emulator.build_message_event(ALICE, TEAM, "x", message_type="post")
+    post = {
+        "title": "",
+        "content": [
+            [],
+            [
+                {"tag": "text", "text": "/invite 123456789 "},
+                {"tag": "at", "user_id": "all", "user_name": "所有人"},
+            ],
+        ],
+    }
+    message = event["event"]["message"]
+    message["content"] = json.dumps(post, ensure_ascii=False, separators=(",", ":"))
+    message.pop("mentions", None)
+    await push_and_wait(world, event)
+    invited = sorted(open_id for call in world.emulator.invite_calls for open_id in call.invitee_ids)
+    assert invited == everyone_else(world)
