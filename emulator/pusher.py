@@ -143,7 +143,10 @@ class Pusher:
     ) -> dict[str, Any]:
         """The legacy schema 1.0 `message` event (feishu-protocol §1.6): flat, token at the top level."""
         now = self._clock()
-        mention = f"@{self._config.bot_name} " if mention_bot and chat_type == "group" else ""
+        # As real ones: the bot as markup in `text`, gone from `text_without_at_bot` (its space stays).
+        config = self._config
+        at_bot = f'<at open_id="{config.bot_open_id}">{config.bot_name}</at>'
+        mention = at_bot if mention_bot and chat_type == "group" else ""
         return {
             "uuid": secrets.token_hex(16),
             "ts": f"{now:.7f}",
@@ -161,8 +164,8 @@ class Pusher:
                 "open_id": sender_open_id,
                 "open_message_id": message_id or new_message_id(),
                 "is_mention": bool(mention),
-                "text": mention + text,
-                "text_without_at_bot": text,
+                "text": f"{mention} {text}" if mention else text,
+                "text_without_at_bot": f" {text}" if mention else text,
             },
         }
 

@@ -13,7 +13,7 @@ import pytest
 from bot.feishu.webhook import request_time
 from emulator.clicker import legacy_date
 from emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, CAROL, TEAM, Harness, invite, open_world, updated_card
+from tests.harness import ALICE, BOB, CAROL, TEAM, Harness, invite, open_world, updated_card
 
 
 @pytest.fixture
@@ -121,3 +121,19 @@ async def test_at_all_in_a_post_as_feishu_sends_it(world: Harness) -> None:
     await push_and_wait(world, event)
     invited = sorted(open_id for call in world.emulator.invite_calls for open_id in call.invitee_ids)
     assert invited == everyone_else(world)
+
+
+async def test_a_schema_1_message_at_the_bot_is_answered(world: Harness) -> None:
+    # The shape of a real 1.0 group message (node-sdk issue 20): the bot as <at> markup, no mentions list.
+    event = world.emulator.build_message_event_v1(ALICE, TEAM, "/help")
+    assert "<at open_id=" in event["event"]["text"]
+    await push_and_wait(world, event)
+    assert "/invite" in json.dumps(world.emulator.messages[-1].content)
+
+
+async def test_a_schema_1_invite_names_people_by_their_at_markup(world: Harness) -> None:
+    text = f'/invite 123456789 <at open_id="{BOB}">Bob</at>'
+    event = world.emulator.build_message_event_v1(ALICE, TEAM, text)
+    await push_and_wait(world, event)
+    assert [list(call.invitee_ids) for call in world.emulator.invite_calls] == [[BOB]]
+    assert "Invited 1" in json.dumps(world.emulator.messages[-1].content)

@@ -7,6 +7,7 @@ checked once at the door and never persisted.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal, TypeGuard
 
@@ -112,16 +113,81 @@ def parse_body(payload: dict[str, Any]) -> tuple[UrlVerification | EventEnvelope
         v1 = _BodyV1.model_validate(payload)
     except ValidationError as error:
         raise MalformedEvent(_first_problem(error)) from None
+    event_type, event = v1.event.type, dict(payload["event"])
+    if event_type == MESSAGE_V1:
+        try:
+            event = _message_from_v1(_MessageV1.model_validate(event), v1.ts)
+        except ValidationError as error:
+            raise MalformedEvent(_first_problem(error)) from None
+        event_type = MESSAGE_RECEIVE
     envelope = EventEnvelope(
         schema_version="1.0",
         event_id=v1.uuid,
-        event_type=v1.event.type,
+        event_type=event_type,
         create_time=v1.ts,
         app_id=v1.event.app_id,
         tenant_key=v1.event.tenant_key,
-        event=dict(payload["event"]),
+        event=event,
     )
     return envelope, v1.token
+
+
+# Apps still subscribed to the schema 1.0 message event get `event.type: "message"` (feishu-protocol §2.1).
+MESSAGE_V1 = "message"
+_AT_MARKUP = re.compile(r'<at (?:open_id|user_id)="([^"]*)">([^<]*)</at>')
+
+
+class _MessageV1(_Lenient):
+    open_message_id: str = Field(min_length=1, max_length=256)
+    open_chat_id: str = Field(min_length=1, max_length=256)
+    chat_type: str = ""
+    msg_type: str = "text"
+    open_id: str = ""
+    union_id: str = ""
+    employee_id: str = ""
+    tenant_key: str = ""
+    root_id: str = ""
+    parent_id: str = ""
+    text: str = ""
+    text_without_at_bot: str | None = None
+
+
+def _message_from_v1(old: _MessageV1, ts: str) -> dict[str, Any]:
+    """A 1.0 message as the 2.0 `im.message.receive_v1` it stands for, so one reader serves both. The bot's
+    own mention is already gone from `text_without_at_bot`; other `<at open_id="…">` become placeholders."""
+    text = old.text_without_at_bot if old.text_without_at_bot is not None else old.text
+    mentions: list[dict[str, Any]] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        who, name = match[1], match[2]
+        if who in ("all", "@_all"):
+            return "@_all"
+        key = f"@_user_{len(mentions) + 1}"
+        mentions.append({"key": key, "id": {"open_id": who}, "name": name, "tenant_key": old.tenant_key})
+        return key
+
+    text = _AT_MARKUP.sub(placeholder, text)
+    try:
+        created = str(int(float(ts) * 1000))
+    except ValueError:
+        created = ""
+    message: dict[str, Any] = {
+        "message_id": old.open_message_id,
+        "root_id": old.root_id,
+        "parent_id": old.parent_id,
+        "create_time": created,
+        "chat_id": old.open_chat_id,
+        "chat_type": "p2p" if old.chat_type == "private" else old.chat_type,
+        "message_type": "text",  # a 1.0 post's `text` is its plain text: read it as such
+        "content": json.dumps({"text": text.strip()}, ensure_ascii=False),
+    }
+    if mentions:
+        message["mentions"] = mentions
+    sender_id = {"open_id": old.open_id, "union_id": old.union_id, "user_id": old.employee_id}
+    return {
+        "sender": {"sender_id": sender_id, "sender_type": "user", "tenant_key": old.tenant_key},
+        "message": message,
+    }
 
 
 def _first_problem(error: ValidationError) -> str:
