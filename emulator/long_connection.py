@@ -170,7 +170,11 @@ class SocketHub:
         if not self.connections:
             raise RuntimeError("no bot is connected over the long connection")
         connection = self._rng.choice(self.connections)
-        raw = json.dumps(payload, ensure_ascii=False).encode()
+        header = payload.get("header")
+        if isinstance(header, dict):
+            # Down the socket, Feishu sends `header.token` empty: the connection itself is the credential.
+            payload = {**payload, "header": {**header, "token": ""}}
+        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         size = -(-len(raw) // push.fragments)
         parts = [raw[i * size : (i + 1) * size] for i in range(push.fragments)]
         message_id = secrets.token_hex(8)

@@ -107,6 +107,7 @@ class Pusher:
                     "id": _ids(person),
                     "name": person.name,
                     "tenant_key": self._config.tenant_key,
+                    "mentioned_type": "bot" if person.open_id == self._config.bot_open_id else "user",
                 }
                 for index, person in enumerate(people, start=1)
             ]
@@ -360,10 +361,14 @@ class Pusher:
         return _Person(who, who, None, None)
 
 
-def _ids(person: _Person) -> dict[str, str]:
-    # IDs the app may not see (user_id needs an extra scope) are left out, as Feishu leaves them out.
-    ids = {"union_id": person.union_id, "user_id": person.user_id, "open_id": person.open_id}
-    return {key: value for key, value in ids.items() if value}
+def _ids(person: _Person) -> dict[str, str | None]:
+    # An id the app may not see (user_id needs a scope; a bot has none) is null, as Feishu sends it.
+    ids: dict[str, str | None] = {
+        "union_id": person.union_id,
+        "user_id": person.user_id,
+        "open_id": person.open_id,
+    }
+    return {key: value for key, value in ids.items() if value or key == "user_id"}
 
 
 def _content(text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def parse_body(payload: dict[str, Any]) -> tuple[UrlVerification | EventEnvelope
     return envelope, v1.token
 
 
-# Apps still subscribed to the schema 1.0 message event get `event.type: "message"` (feishu-protocol §2.1).
+# Apps still subscribed to the schema 1.0 message event get `event.type: "message"` (feishu-protocol §2).
 MESSAGE_V1 = "message"
 _AT_MARKUP = re.compile(r'<at (?:open_id|user_id)="([^"]*)">([^<]*)</at>')
 
