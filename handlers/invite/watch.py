@@ -212,8 +212,9 @@ async def look_at_meeting(services: Services, tick: WatchTick) -> None:
             done = shown.get(card.message_id)
             if done is not None and done[0] == card.revision:
                 card = card.model_copy(update={"shown": done[1][0], "ended": done[1][1]})
-            cards.append(card)
-        still = any(not card.ended for card in cards)
+            if not card.ended:
+                cards.append(card)  # a card whose watch ended is done with: the record stays small
+        still = bool(cards)
         updated = record.model_copy(
             update={"cards": cards, "seen": seen, "ticked_at": now, "closed": not still}
         )
