@@ -26,7 +26,7 @@ from handlers.invite.buttons import (
     RemindMissing,
     RetryFailed,
 )
-from handlers.invite.cards import Outcome, cancelled_card, result_card, too_many_card
+from handlers.invite.cards import Outcome, cancelled_card, too_many_card
 from handlers.invite.command import (
     InviteLimits,
     already_invited,
@@ -34,10 +34,10 @@ from handlers.invite.command import (
     invite_once,
     offer_followups,
     proceed,
+    show_result,
 )
 from handlers.invite.grammar import InviteRequest
 from handlers.invite.reasons import NEEDS_AUTHORIZATION
-from handlers.invite.watch import watch_card
 
 log = structlog.get_logger("handlers.invite.clicks")
 
@@ -151,13 +151,8 @@ async def _show_result(
     limits: InviteLimits,
 ) -> None:
     followups = await offer_followups(context, meeting, outcomes, limits)
-    shown = await update_card(context.services, event, result_card(meeting, outcomes, followups))
-    await watch_card(
-        context,
-        meeting,
-        outcomes,
-        followups,
-        shown,
-        ceiling=limits.ceiling,
-        confirm_above=limits.confirm_above,
-    )
+
+    async def respond(card: Card) -> str:
+        return await update_card(context.services, event, card)
+
+    await show_result(context, meeting, outcomes, followups, limits, respond)

@@ -142,6 +142,20 @@ async def proceed(
     outcomes = await invite_once(context, meeting, people, unknown)
     followups = await offer_followups(context, meeting, outcomes, limits)
     await _keep(context, meeting, outcomes, followups)
+    await show_result(context, meeting, outcomes, followups, limits, respond)
+    if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
+        await ask_to_authorize(context)
+
+
+async def show_result(
+    context: CommandContext,
+    meeting: Meeting,
+    outcomes: Sequence[Outcome],
+    followups: list[dict[str, Any]],
+    limits: InviteLimits,
+    respond: Respond,
+) -> None:
+    """Show the result card (a reply, or the clicked card updated) and have it follow the meeting."""
     shown = await respond(result_card(meeting, outcomes, followups))
     await watch_card(
         context,
@@ -152,8 +166,6 @@ async def proceed(
         ceiling=limits.ceiling,
         confirm_above=limits.confirm_above,
     )
-    if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
-        await ask_to_authorize(context)
 
 
 async def _answer_from_record(context: CommandContext, respond: Respond) -> bool:
