@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from bot.feishu.client import FeishuClient
+from bot.feishu.endpoints import ACTIVE_MEETING_SCOPE
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.long_connection import Lost, Refused, dial, fetch_endpoint
 from bot.metrics import Metrics
@@ -37,11 +38,13 @@ async def run_checks(settings: Settings) -> int:
         except FeishuApiError as error:
             print(f"credentials: FAILED: code {error.code}: {error.msg} (log_id {error.log_id or '-'})")
             return 1
+        current = await _check_current_meeting(client, settings, bot.open_id)
         if settings.bot_event_transport == "long-connection" and not await _check_long_connection(
             session, settings
         ):
             return 1
     print(f"bot: {bot.app_name or '(no name)'} open_id={bot.open_id}")
+    print(current)
     print("register in the Feishu developer console:")
     if settings.bot_event_transport == "long-connection":
         print("  events:               receive through the long connection (使用长连接接收事件); the console")
@@ -65,6 +68,27 @@ async def run_checks(settings: Settings) -> int:
         print(f"warning: FEISHU_ENCRYPT_KEY is empty, so events carry no signature: {verdict}")
     print("details: docs/setup-feishu.md")
     return 0
+
+
+async def _check_current_meeting(client: FeishuClient, settings: Settings, bot_open_id: str) -> str:
+    """Whether `/invite` without a number can ask Feishu which meeting the sender is in (§14).
+
+    Asked as the app (a tenant token needs `user_id`; the bot's own is used): the answer says whether
+    the API and its scope are enabled for this app. Feishu releases the API gradually, so it may still
+    refuse user tokens; the bot then falls back and asks again an hour later."""
+    if ACTIVE_MEETING_SCOPE not in settings.bot_oauth_scopes.split():
+        return (
+            f"current meeting: off ({ACTIVE_MEETING_SCOPE} is not in BOT_OAUTH_SCOPES): "
+            "/invite needs a number, or uses the meeting the sender last used in the chat"
+        )
+    try:
+        await client.user_active_meetings(open_id=bot_open_id)
+    except FeishuApiError as error:
+        return (
+            f"current meeting: not available (code {error.code}: {error.msg}; log_id {error.log_id or '-'}): "
+            f"enable {ACTIVE_MEETING_SCOPE} for the app, or /invite keeps asking for a number"
+        )
+    return "current meeting: available (/invite without a number uses the meeting the sender is in)"
 
 
 async def _check_long_connection(session: aiohttp.ClientSession, settings: Settings) -> bool:

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     bot_secret_key_previous: SecretStr | None = None
     # What the bot asks each user for: inviting (vc:meeting), finding meetings (readonly) and a refresh
     # token so the user authorizes once, not every two hours (offline_access).
-    bot_oauth_scopes: str = "vc:meeting vc:meeting:readonly offline_access"
+    bot_oauth_scopes: str = "vc:meeting vc:meeting:readonly vc:meeting.meetingevent:read offline_access"
     # The most people one /invite may invite, even with a confirmation.
     bot_invite_ceiling: int = Field(default=200, ge=1, le=1000)
     # Above this many people (or for @all with more), the sender confirms on a card first.

@@ -189,6 +189,7 @@ def generated_open_id(index: int) -> str:
 DEFAULT_APP_SCOPES = (
     "vc:meeting",
     "vc:meeting:readonly",
+    "vc:meeting.meetingevent:read",
     "offline_access",
     "contact:user.id:readonly",
     "im:message",

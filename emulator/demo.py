@@ -215,8 +215,13 @@ async def _first_invite(
     invitee, busy = others
     emulator.set_busy(MEETING_IN_PROGRESS, busy.open_id)  # in another call: Feishu cannot ring them
     emulator.answer_when_invited(invitee.open_id, "join", 2)  # picks up after two seconds of ringing
+    for meeting_id in emulator.active_meetings_of(open_id):
+        if meeting_id != MEETING_IN_PROGRESS:  # one meeting at a time, as people are
+            emulator.leave_meeting(meeting_id, open_id)
     answered = len(emulator.messages)
-    text = f"/invite 123 456 789 @{invitee.name} @{busy.name}"
+    # No number: the bot asks Feishu which meeting the sender is in (feishu-protocol §14).
+    print(f"({name} is in the meeting 123 456 789 and does not type its number)")
+    text = f"/invite @{invitee.name} @{busy.name}"
     _say(name, where, f"@InviteBot {text}")
     await emulator.say(open_id, chat_id, text)
     try:

@@ -235,6 +235,14 @@ class Emulator:
     def leave_meeting(self, meeting_id: str, open_id: str) -> None:
         self._meetings.leave(meeting_id, open_id)
 
+    def active_meetings_of(self, open_id: str) -> list[str]:
+        """The ids of the meetings in progress `open_id` is in now, newest first."""
+        return [meeting.meeting_id for meeting in self._meetings.active_for(open_id)]
+
+    def refuse_active_meeting(self, refused: bool = True) -> None:
+        """Whether user_active_meeting is refused to this tenant (a gradual release not yet here)."""
+        self._vc.active_meeting_refused = refused
+
     def decline_meeting(self, meeting_id: str, open_id: str) -> None:
         """`open_id` declines the invitation ringing for them (status 4, never joined)."""
         self._meetings.decline(meeting_id, open_id)

@@ -223,6 +223,11 @@ class MeetingBook:
     def decline(self, meeting_id: str, open_id: str) -> None:
         self.get(meeting_id).decline(open_id, int(self._clock()))
 
+    def active_for(self, open_id: str) -> list[Meeting]:
+        """The meetings in progress that `open_id` is in right now, newest first (user_active_meeting)."""
+        live = [m for m in self.meetings.values() if m.status == 2 and open_id in m.participants]
+        return sorted(live, key=lambda m: (m.start_time, m.meeting_id), reverse=True)
+
     def by_number(self, meeting_no: str, start_time: int, end_time: int) -> list[Meeting]:
         found = [
             m

@@ -21,6 +21,8 @@ from emulator.replies import FeishuError, Refusal
 READ_SCOPES = ("vc:meeting:readonly", "vc:meeting.meetingevent:read")
 LIST_SCOPES = ("vc:meeting:readonly",)
 INVITE_SCOPES = ("vc:meeting",)
+# user_active_meeting: either one (feishu-protocol §14).
+ACTIVE_SCOPES = ("vc:meeting.meetingevent:read", "vc:meeting.bot.join:write")
 USER_ID_TYPES = ("open_id", "union_id", "user_id")
 MAX_RANGE_SECONDS = 90 * 86400
 MAX_INVITEES = 10
@@ -39,15 +41,44 @@ class VcRoutes:
         self.list_limit = RateLimit([(100, PER_MINUTE)], clock)
         self.get_limit = RateLimit([(50, PER_SECOND), (1000, PER_MINUTE)], clock)
         self.invite_limit = RateLimit([(50, PER_SECOND), (1000, PER_MINUTE)], clock)
+        # user_active_meeting's limit is not published: the common one (UNCONFIRMED).
+        self.active_limit = RateLimit([(50, PER_SECOND), (1000, PER_MINUTE)], clock)
+        # The API is released to tenants gradually: when True this tenant is refused it, scope or not.
+        self.active_meeting_refused = False
 
     def routes(self) -> list[web.RouteDef]:
         return [
+            web.get("/open-apis/vc/v1/bots/user_active_meeting", self.user_active_meeting),
             web.get("/open-apis/vc/v1/meetings/list_by_no", self.list_by_no),
             web.get("/open-apis/vc/v1/meetings/{meeting_id}", self.get),
             web.patch("/open-apis/vc/v1/meetings/{meeting_id}/invite", self.invite),
         ]
 
     # --- shared steps --------------------------------------------------------------------------------------
+
+    # --- user_active_meeting -----------------------------------------------------------------------------
+
+    async def user_active_meeting(self, request: web.Request) -> web.Response:
+        """The meetings the user is in now (user token), or those the user shares with the app's bot
+        (tenant token and `user_id`): our bot never joins meetings, so that list is empty."""
+        try:
+            await self._gateway.begin(request, "user_active_meeting")
+            acting = self._gateway.authorize_any(request, self._config.app_scopes, ACTIVE_SCOPES)
+            self.active_limit.check()
+            if acting is None and not request.query.get("user_id"):
+                raise Refusal(replies.field_violation("user_id", "is required with a tenant token"))
+            if self.active_meeting_refused:
+                # The CLI's troubleshooting: "user identity not supported" for tenants not yet given it.
+                raise Refusal(
+                    replies.error(replies.VC_NOT_SUPPORTED, detail="ext=user identity not supported")
+                )
+        except Refusal as refusal:
+            return refusal.response
+        found = self._book.active_for(acting) if acting is not None else []
+        meetings = [
+            {"meeting_id": m.meeting_id, "meeting_no": m.meeting_no, "meeting_title": m.topic} for m in found
+        ]
+        return replies.ok({"code": 0, "msg": "success", "data": {"meetings": meetings}})
 
     # --- list_by_no ----------------------------------------------------------------------------------------
 

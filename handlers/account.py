@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import structlog
 
 from bot.feishu.errors import FeishuApiError
+from bot.feishu.events import EventEnvelope
 from bot.feishu.models import EphemeralSendRequest, MessageCreateRequest, MessagePatchRequest, card_content
 from bot.oauth.authority import AuthorizationRequired
 from bot.oauth.device import DeviceFlow, prompt_key
@@ -30,41 +31,61 @@ from handlers.i18n import Text
 log = structlog.get_logger("handlers.account")
 
 # What the device card lists when no particular scope is missing: what /invite acts with.
-DEVICE_SCOPES_SHOWN = ("vc:meeting", "vc:meeting:readonly", "offline_access")
+DEVICE_SCOPES_SHOWN = ("vc:meeting", "vc:meeting:readonly", "vc:meeting.meetingevent:read", "offline_access")
 
 
 def _date(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
-async def ask_to_authorize(context: CommandContext, *, missing_scopes: tuple[str, ...] = ()) -> None:
+async def ask_to_authorize(
+    context: CommandContext,
+    *,
+    missing_scopes: tuple[str, ...] = (),
+    resume: bool = True,
+    why: Text | None = None,
+) -> None:
+    """A private prompt to authorize. `resume`: run this command again once authorized (not when it
+    was answered already); `why`: a line saying what authorizing brings, when it is not this command."""
     services, message = context.services, context.message
+    pending = context.envelope if resume else None
     if services.device is not None:
-        await _ask_on_a_feishu_page(context, services.device, missing_scopes)
+        await _ask_on_a_feishu_page(context, services.device, missing_scopes, pending, why)
         return
     state, url = await services.flow.begin(
-        message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
+        message.tenant_key, message.sender_open_id, pending=pending, extra_scopes=missing_scopes
     )
     # Each prompt is its own answer: a second one about the same message (another scope needed, or a
     # second person clicking the same card) must not share the first one's uuid, or Feishu drops it.
     purpose = f"authorize:{message.sender_open_id}:{hashlib.sha256(state.encode()).hexdigest()[:16]}"
-    prompt = await _deliver_privately(context, url, missing_scopes, purpose)
+    note = (
+        LINK_NOTE
+        if why is None
+        else Text(f"{why.zh_cn}\n{LINK_NOTE.zh_cn}", f"{why.en_us}\n{LINK_NOTE.en_us}")
+    )
+    prompt = await _deliver_privately(context, url, missing_scopes, purpose, note=note)
     await services.flow.attach_prompt(state, prompt)
     services.metrics.authorization_prompts.labels(prompt.kind).inc()
     log.info("authorization requested", open_id=message.sender_open_id, via=prompt.kind)
 
 
 async def _ask_on_a_feishu_page(
-    context: CommandContext, device: DeviceFlow, missing_scopes: tuple[str, ...]
+    context: CommandContext,
+    device: DeviceFlow,
+    missing_scopes: tuple[str, ...],
+    pending: EventEnvelope | None,
+    why: Text | None,
 ) -> None:
     """Device authorization: a private card with the Feishu link; an inbox event polls until decided."""
     services, message = context.services, context.message
     assert services.enqueue is not None
     start = await device.begin(
-        message.tenant_key, message.sender_open_id, pending=context.envelope, extra_scopes=missing_scopes
+        message.tenant_key, message.sender_open_id, pending=pending, extra_scopes=missing_scopes
     )
     purpose = f"authorize:{message.sender_open_id}:{prompt_key(start.flow_id)[:16]}"
     note = device_note(max(1, start.expires_in // 60), missing_scopes or DEVICE_SCOPES_SHOWN)
+    if why is not None:
+        note = Text(f"{why.zh_cn}\n{note.zh_cn}", f"{why.en_us}\n{note.en_us}")
     prompt = await _deliver_privately(context, start.url, missing_scopes, purpose, note=note)
     await services.flow.attach_prompt(start.flow_id, prompt)
     await services.enqueue(start.poll)

@@ -66,7 +66,7 @@ async def test_first_command_prompts_privately_then_completes_after_authorizing(
     assert urlsplit(url).path == "/open-apis/authen/v1/authorize"
     assert query["client_id"] == [world.settings.feishu_app_id]
     assert query["redirect_uri"] == [f"{world.settings.bot_public_url}/oauth/callback"]
-    assert query["scope"] == ["vc:meeting vc:meeting:readonly offline_access"]
+    assert query["scope"] == ["vc:meeting vc:meeting:readonly vc:meeting.meetingevent:read offline_access"]
     assert query["code_challenge_method"] == ["S256"]
     assert query["response_type"] == ["code"]
 
@@ -357,4 +357,10 @@ async def test_a_scope_the_user_has_not_granted_asks_for_exactly_that_scope(
         world.emulator.config.tenant_key, ALICE, pending=None, extra_scopes=required.value.missing_scopes
     )
     scope = parse_qs(urlsplit(url).query)["scope"][0].split()
-    assert scope == ["vc:meeting", "vc:meeting:readonly", "offline_access", "contact:user.id:readonly"]
+    assert scope == [
+        "vc:meeting",
+        "vc:meeting:readonly",
+        "vc:meeting.meetingevent:read",
+        "offline_access",
+        "contact:user.id:readonly",
+    ]

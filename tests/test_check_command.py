@@ -63,7 +63,7 @@ async def test_check_passes_and_prints_what_to_register(
     assert "https://bot.example.com/feishu/events" in output
     assert "https://bot.example.com/oauth/callback" in output
     assert "im:message.group_at_msg:readonly" in output
-    assert "vc:meeting vc:meeting:readonly offline_access" in output
+    assert "vc:meeting vc:meeting:readonly vc:meeting.meetingevent:read offline_access" in output
     assert emulator[0].config.app_secret not in output
 
 

@@ -254,6 +254,7 @@ async def test_unknown_codes_show_the_code_and_the_log_id(world: Harness) -> Non
 
 async def test_a_remembered_meeting_belongs_to_its_sender(world: Harness) -> None:
     await invite(world, "/invite 123456789 @Carol")
+    world.emulator.refuse_active_meeting()  # only the remembered meeting could answer Bob
     await authorize(world, BOB)
     before = len([m for m in world.emulator.messages if m.chat_id == TEAM])
     await world.emulator.say(BOB, TEAM, "/invite @Carol")

@@ -24,10 +24,13 @@ from bot.feishu.endpoints import (
     OAUTH_TOKEN,
     PER_CHAT_MESSAGES,
     PER_MESSAGE_UPDATES,
+    USER_ACTIVE_MEETING,
     USER_INFO,
 )
 from bot.feishu.errors import UNAVAILABLE, FeishuApiError
 from bot.feishu.models import (
+    ActiveMeeting,
+    ActiveMeetingsResponse,
     ApiResponse,
     BatchGetIdRequest,
     BatchGetIdResponse,
@@ -139,6 +142,20 @@ class FeishuClient(FeishuTransport):
             user_access_token=user_access_token,
         )
         return response.data
+
+    async def user_active_meetings(
+        self, *, user_access_token: str | None = None, open_id: str | None = None
+    ) -> list[ActiveMeeting]:
+        """The meetings this token's user is attending right now (feishu-protocol §14). Without a user
+        token, as the app: the meetings `open_id` shares with this app's bot (only `invite-bot check`)."""
+        if user_access_token is not None:
+            response = await self.call(
+                USER_ACTIVE_MEETING, ActiveMeetingsResponse, auth="user", user_access_token=user_access_token
+            )
+        else:
+            params = {"user_id": open_id or "", "user_id_type": "open_id"}
+            response = await self.call(USER_ACTIVE_MEETING, ActiveMeetingsResponse, params=params)
+        return response.data.meetings
 
     async def get_meeting(
         self, meeting_id: str, *, user_access_token: str, with_participants: bool = False

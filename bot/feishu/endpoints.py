@@ -44,6 +44,13 @@ MEETING_LIST_BY_NO = Endpoint(
     "/open-apis/vc/v1/meetings/list_by_no",
     (Limit(100, 60.0),),
 )
+# The meetings the token's user is in now (feishu-protocol §14); its limit is not published. Either
+# scope lets a user token call it; the first is the one the bot asks for.
+ACTIVE_MEETING_SCOPE = "vc:meeting.meetingevent:read"
+ACTIVE_MEETING_SCOPES = frozenset({ACTIVE_MEETING_SCOPE, "vc:meeting.bot.join:write"})
+USER_ACTIVE_MEETING = Endpoint(
+    "vc.bot.user_active_meeting", "GET", "/open-apis/vc/v1/bots/user_active_meeting", PER_APP
+)
 MEETING_GET = Endpoint("vc.meeting.get", "GET", "/open-apis/vc/v1/meetings/{meeting_id}", PER_APP)
 MEETING_INVITE = Endpoint(
     "vc.meeting.invite", "PATCH", "/open-apis/vc/v1/meetings/{meeting_id}/invite", PER_APP

@@ -223,6 +223,24 @@ class MeetingListByNoResponse(ApiResponse):
     data: MeetingListByNo
 
 
+class ActiveMeeting(BaseModel):
+    """One meeting the user is in now, as user_active_meeting lists it (feishu-protocol §14)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    meeting_id: str
+    meeting_no: str = ""
+    meeting_title: str = ""
+
+
+class ActiveMeetings(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    meetings: list[ActiveMeeting] = []
+
+
+class ActiveMeetingsResponse(ApiResponse):
+    data: ActiveMeetings = ActiveMeetings()
+
+
 class MeetingParticipant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     id: str = ""

@@ -12,7 +12,7 @@ from pydantic import Field
 from bot.feishu.events import CardActionEvent, is_open_id
 from bot.feishu.models import Meeting
 from handlers.buttons import Button, SenderOnly
-from handlers.cards import ButtonStyle
+from handlers.cards import ButtonStyle, callback_button
 from handlers.i18n import Text
 from handlers.invite.cards import (
     CANCEL_BUTTON,
@@ -23,6 +23,7 @@ from handlers.invite.cards import (
     StoredOutcome,
     invite_more_form,
     meeting_form,
+    meeting_label,
 )
 from handlers.invite.grammar import meeting_number
 from handlers.invite.reasons import INTERRUPTED, UNCERTAIN
@@ -129,6 +130,26 @@ class GiveMeeting(SenderOnly):
 
     def element(self, action_id: str) -> dict[str, Any]:
         return meeting_form(action_id)
+
+
+class ChooseMeeting(SenderOnly):
+    """One meeting on the "which of your meetings?" card: pressing it runs the waiting /invite there."""
+
+    kind: Literal["choose_meeting"] = "choose_meeting"
+    style: ClassVar[ButtonStyle] = "primary"
+    meeting_id: str
+    meeting_no: str = ""
+    meeting_title: str = ""
+    open_ids: list[str]
+    emails: list[str]
+    everyone: bool
+    ceiling: int
+    confirm_above: int
+    # The card's other meetings, voided once one is chosen.
+    siblings: list[str] = Field(default_factory=list)
+
+    def element(self, action_id: str) -> dict[str, Any]:
+        return callback_button(meeting_label(self.meeting_title, self.meeting_no), action_id, self.style)
 
 
 class InviteMore(Button):

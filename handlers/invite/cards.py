@@ -281,6 +281,24 @@ def need_meeting_card(usage: str, examples: Sequence[str], *, form: dict[str, An
     return built
 
 
+def meeting_label(title: str, meeting_no: str) -> Text:
+    """A meeting on a button: its title (as Feishu has it, shown inert) and its number."""
+    name = literal(title, 40) if title else ""
+    number = format_meeting_no(meeting_no) if meeting_no else ""
+    both = f"{name} · {number}" if name and number else name or number
+    return Text(both or "会议", both or "Meeting")
+
+
+def choose_meeting_card(sender_open_id: str, count: int, buttons: list[dict[str, Any]]) -> Card:
+    """The sender is in several meetings now: one button each; nobody is invited until they pick."""
+    lead = Text(
+        f"{mention(sender_open_id)} 你现在在 {count} 个会议中。要邀请到哪一个？（只有你能选）",
+        f"{mention(sender_open_id)} you are in {count} meetings right now. Which one should they join? "
+        "(only you can choose)",
+    )
+    return card(Text("要邀请到哪个会议？", "Which meeting?"), [markdown(lead), *buttons])
+
+
 def not_in_progress_card(meeting_no: str) -> Card:
     number = format_meeting_no(meeting_no)
     body = Text(

@@ -20,6 +20,7 @@ from handlers.clicks import update_card
 from handlers.context import CommandContext
 from handlers.invite.buttons import (
     CancelInvite,
+    ChooseMeeting,
     ConfirmInvite,
     GiveMeeting,
     InviteMore,
@@ -41,7 +42,9 @@ from handlers.invite.reasons import NEEDS_AUTHORIZATION
 
 log = structlog.get_logger("handlers.invite.clicks")
 
-LimitedButton = RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting | InviteMore | RemindMissing
+LimitedButton = (
+    RetryFailed | ConfirmInvite | CancelInvite | GiveMeeting | ChooseMeeting | InviteMore | RemindMissing
+)
 
 
 def _limits(action: LimitedButton) -> InviteLimits:
@@ -123,6 +126,24 @@ async def give_meeting(context: CommandContext, event: CardActionEvent, action: 
     await proceed(context, request, _limits(action), respond)
 
 
+async def choose_meeting(context: CommandContext, event: CardActionEvent, action: ChooseMeeting) -> None:
+    """The sender picked one of the meetings they are in: the waiting /invite goes there."""
+    for sibling in action.siblings:
+        await context.services.actions.void(sibling)
+    request = InviteRequest(
+        meeting_no=action.meeting_no or None,
+        meeting_id=action.meeting_id,
+        open_ids=tuple(action.open_ids),
+        emails=tuple(action.emails),
+        everyone=action.everyone,
+    )
+
+    async def respond(card: Card) -> str:
+        return await update_card(context.services, event, card)
+
+    await proceed(context, request, _limits(action), respond)
+
+
 # The feature's buttons, for the button table (handlers/router.py). A press whose work kept failing is
 # not given back once invitations went out: pressing it again could ring people twice.
 INVITE_BUTTONS: tuple[ButtonKind[Any], ...] = (
@@ -131,6 +152,7 @@ INVITE_BUTTONS: tuple[ButtonKind[Any], ...] = (
     ButtonKind(ConfirmInvite, confirm_invite, already_invited),
     ButtonKind(CancelInvite, cancel_invite, already_invited),
     ButtonKind(GiveMeeting, give_meeting, already_invited),
+    ButtonKind(ChooseMeeting, choose_meeting, already_invited),
     ButtonKind(RemindMissing, remind_missing, already_invited),
 )
 

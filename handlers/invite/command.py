@@ -10,17 +10,25 @@ import structlog
 from pydantic import BaseModel
 
 from bot.feishu.errors import FeishuApiError
-from bot.feishu.models import Meeting
+from bot.feishu.models import ActiveMeeting, Meeting
 from bot.oauth.authority import AuthorizationRequired
 from handlers.account import ask_to_authorize
 from handlers.cards import Card
 from handlers.commands import Command
 from handlers.context import CommandContext
 from handlers.i18n import Text
-from handlers.invite.buttons import CancelInvite, ConfirmInvite, GiveMeeting, InviteMore, RetryFailed
+from handlers.invite.buttons import (
+    CancelInvite,
+    ChooseMeeting,
+    ConfirmInvite,
+    GiveMeeting,
+    InviteMore,
+    RetryFailed,
+)
 from handlers.invite.cards import (
     Outcome,
     StoredOutcome,
+    choose_meeting_card,
     confirm_card,
     lookup_failed_card,
     need_meeting_card,
@@ -29,6 +37,7 @@ from handlers.invite.cards import (
     result_card,
     too_many_card,
 )
+from handlers.invite.current import ACTIVE_MEETING_SCOPE, current_meetings, first_offer
 from handlers.invite.grammar import InviteRequest, read_invite
 from handlers.invite.inviting import collect_people, send_invitations
 from handlers.invite.reasons import (
@@ -45,6 +54,13 @@ DONE_NAMESPACE = "invite_done"
 DONE_TTL_SECONDS = 24 * 3600.0
 
 USAGE = "/invite [MEETING] @user ... [email ...]"
+# The most meetings the "which meeting?" card offers (someone in more is rare; they can type a number).
+MAX_CHOICES = 5
+CURRENT_MEETING_NOTE = Text(
+    "再授权一次，/invite 就能自动找到你正在参加的会议，不用再写会议号。只提示这一次。",
+    "Authorize once more and /invite finds the meeting you are in by itself, no number needed. "
+    "This is the only time you are asked.",
+)
 EXAMPLES = (
     "/invite 123456789 @Alice @Bob",
     "/invite 123 456 789 bob@example.com",
@@ -77,8 +93,9 @@ def invite_command(ceiling: int, confirm_above: int) -> Command:
         name="/invite",
         aliases=("/邀请",),
         summary=Text(
-            "以你的身份邀请他们加入会议；不写会议号时用你在本群上次用的会议",
-            "invite them into the meeting, as you; without a meeting, the one you last used here",
+            "以你的身份邀请他们加入会议；会议号可以不写：用你正在参加的会议（或你在本群上次用的）",
+            "invite them into the meeting, as you; the number is optional: the meeting you are in now "
+            "(or the one you last used here)",
         ),
         usage=USAGE,
         examples=EXAMPLES,
@@ -117,13 +134,18 @@ async def proceed(
     if await _answer_from_record(context, respond):
         return
     try:
-        meeting = await _find_meeting(context, request)
+        found = await _find_meeting(context, request)
     except FeishuApiError as error:
         await respond(lookup_failed_card(reason_for(error.code, error.log_id)))
         return
+    if found.choices:
+        await respond(await _choose_meeting(context, request, limits, found.choices))
+        return
+    meeting = found.meeting
     if meeting is None:
         no = request.meeting_no
         await respond(not_in_progress_card(no) if no else await _meeting_form(context, request, limits))
+        await _offer_current_meeting(context, found)
         return
     try:
         people, unknown = await collect_people(context, request)
@@ -145,6 +167,8 @@ async def proceed(
     await show_result(context, meeting, outcomes, followups, limits, respond)
     if any(outcome.reason is NEEDS_AUTHORIZATION for outcome in outcomes):
         await ask_to_authorize(context)
+    else:
+        await _offer_current_meeting(context, found)
 
 
 async def show_result(
@@ -327,14 +351,89 @@ async def offer_followups(
     return [*offered, await actions.offer_element(InviteMore(**common))]
 
 
-async def _find_meeting(context: CommandContext, request: InviteRequest) -> Meeting | None:
+@dataclass(frozen=True)
+class _Found:
+    """Where an /invite goes: a meeting, several the sender must choose from, or none known."""
+
+    meeting: Meeting | None = None
+    choices: tuple[ActiveMeeting, ...] = ()
+    # The sender's authorization lacks the current-meeting scope (see current.py).
+    lacks_scope: bool = False
+
+
+async def _find_meeting(context: CommandContext, request: InviteRequest) -> _Found:
+    """A meeting chosen on a card, else the typed number, else the one the sender is in now, else the
+    one they last used in this chat."""
     services, message = context.services, context.message
-    tenant, sender = message.tenant_key, message.sender_open_id
+    tenant, sender, meetings = message.tenant_key, message.sender_open_id, services.meetings
+    if request.meeting_id is not None:
+        chosen = request.meeting_id
+        return _Found(
+            await services.authority.call_as(tenant, sender, lambda t: meetings.live_by_id(chosen, t))
+        )
     if request.meeting_no is not None:
         number = request.meeting_no
-        return await services.authority.call_as(
-            tenant, sender, lambda token: services.meetings.in_progress(tenant, number, token)
+        return _Found(
+            await services.authority.call_as(
+                tenant, sender, lambda t: meetings.in_progress(tenant, number, t)
+            )
         )
+    current = await current_meetings(services, tenant, sender)
+    remembered = await meetings.remembered_id(tenant, message.chat_id, sender)
+    ids = [active.meeting_id for active in current.meetings]
+    # In several meetings, the one the sender last used here is the one they mean.
+    pick = ids[0] if len(ids) == 1 else remembered if remembered in ids else None
+    if pick is None and len(ids) > 1:
+        return _Found(choices=current.meetings[:MAX_CHOICES])
+    for candidate in dict.fromkeys(id_ for id_ in (pick, remembered) if id_ is not None):
+        meeting = await _live(context, candidate)
+        if meeting is not None:
+            return _Found(meeting, lacks_scope=current.lacks_scope)
+    return _Found(lacks_scope=current.lacks_scope)
+
+
+async def _live(context: CommandContext, meeting_id: str) -> Meeting | None:
+    services, message = context.services, context.message
     return await services.authority.call_as(
-        tenant, sender, lambda token: services.meetings.remembered(tenant, message.chat_id, sender, token)
+        message.tenant_key, message.sender_open_id, lambda t: services.meetings.live_by_id(meeting_id, t)
+    )
+
+
+async def _choose_meeting(
+    context: CommandContext, request: InviteRequest, limits: InviteLimits, choices: Sequence[ActiveMeeting]
+) -> Card:
+    """The sender is in several meetings: a card with one button per meeting, only they may press."""
+    actions, message = context.services.actions, context.message
+    ids = [actions.new_id() for _ in choices]
+    buttons = []
+    for action_id, choice in zip(ids, choices, strict=True):
+        button = ChooseMeeting(
+            tenant_key=message.tenant_key,
+            chat_id=message.chat_id,
+            chat_type=message.chat_type,
+            sender_open_id=message.sender_open_id,
+            meeting_id=choice.meeting_id,
+            meeting_no=choice.meeting_no,
+            meeting_title=choice.meeting_title,
+            open_ids=list(request.open_ids),
+            emails=list(request.emails),
+            everyone=request.everyone,
+            ceiling=limits.ceiling,
+            confirm_above=limits.confirm_above,
+            siblings=[other for other in ids if other != action_id],
+        )
+        await actions.offer(button, action_id)
+        buttons.append(button.element(action_id))
+    return choose_meeting_card(message.sender_open_id, len(choices), buttons)
+
+
+async def _offer_current_meeting(context: CommandContext, found: _Found) -> None:
+    """Once per user: authorizing again with the scope lets /invite find their meeting without a number.
+    The offer resumes nothing: the command was answered already."""
+    services, message = context.services, context.message
+    if not found.lacks_scope or not await first_offer(services, message.tenant_key, message.sender_open_id):
+        return
+    log.info("offering to authorize again for the current meeting")
+    await ask_to_authorize(
+        context, missing_scopes=(ACTIVE_MEETING_SCOPE,), resume=False, why=CURRENT_MEETING_NOTE
     )

@@ -43,6 +43,8 @@ class InviteRequest:
     open_ids: tuple[str, ...]
     emails: tuple[str, ...]
     everyone: bool
+    # A meeting already chosen by its id (a button on the "which of your meetings?" card): wins over all.
+    meeting_id: str | None = None
 
     @property
     def names_anyone(self) -> bool:

@@ -1,7 +1,8 @@
 """Finding the meeting: a number resolved to the meeting in progress, and the one a sender last used.
 
-Feishu has no "which meeting is this user in" call. A meeting number is reused over time, so
-`list_by_no` over a recent window gives candidates and `GET /meetings/:id` tells which one is in progress.
+Which meeting the user is in now is asked separately (current.py), when Feishu lets us. A meeting number
+is reused over time, so `list_by_no` over a recent window gives candidates and `GET /meetings/:id`
+tells which one is in progress.
 `list_by_no` allows 100 calls a minute per app, so its answers are cached for a while.
 """
 
@@ -67,20 +68,27 @@ class MeetingFinder:
                 return None
             raise
 
-    async def remembered(
-        self, tenant_key: str, chat_id: str, open_id: str, access_token: str
-    ) -> Meeting | None:
-        """The meeting this sender last used in this chat, while it is still in progress."""
+    async def remembered_id(self, tenant_key: str, chat_id: str, open_id: str) -> str | None:
+        """The id of the meeting this sender last used in this chat (it may have ended since)."""
         stored = await self._store.get(
             LAST_MEETING_NAMESPACE, _key(tenant_key, chat_id, open_id), now=self._clock()
         )
         if stored is None:
             return None
         meeting_id = json.loads(stored.value).get("meeting_id")
-        if not isinstance(meeting_id, str):
-            return None
+        return meeting_id if isinstance(meeting_id, str) else None
+
+    async def live_by_id(self, meeting_id: str, access_token: str) -> Meeting | None:
+        """The meeting with this id, if it is in progress and this user may see it."""
         meeting = await self.by_id(meeting_id, access_token)
         return meeting if meeting is not None and meeting.in_progress else None
+
+    async def remembered(
+        self, tenant_key: str, chat_id: str, open_id: str, access_token: str
+    ) -> Meeting | None:
+        """The meeting this sender last used in this chat, while it is still in progress."""
+        meeting_id = await self.remembered_id(tenant_key, chat_id, open_id)
+        return None if meeting_id is None else await self.live_by_id(meeting_id, access_token)
 
     async def remember(self, tenant_key: str, chat_id: str, open_id: str, meeting: Meeting) -> None:
         value = json.dumps({"meeting_id": meeting.id}).encode()
