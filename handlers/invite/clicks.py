@@ -119,11 +119,7 @@ async def give_meeting(context: CommandContext, event: CardActionEvent, action: 
         emails=tuple(action.emails),
         everyone=action.everyone,
     )
-
-    async def respond(card: Card) -> str:
-        return await update_card(context.services, event, card)
-
-    await proceed(context, request, _limits(action), respond)
+    await _run_waiting(context, event, request, _limits(action))
 
 
 async def choose_meeting(context: CommandContext, event: CardActionEvent, action: ChooseMeeting) -> None:
@@ -137,11 +133,18 @@ async def choose_meeting(context: CommandContext, event: CardActionEvent, action
         emails=tuple(action.emails),
         everyone=action.everyone,
     )
+    await _run_waiting(context, event, request, _limits(action))
+
+
+async def _run_waiting(
+    context: CommandContext, event: CardActionEvent, request: InviteRequest, limits: InviteLimits
+) -> None:
+    """The /invite a card was waiting on, now that it has its meeting; its answer replaces the card."""
 
     async def respond(card: Card) -> str:
         return await update_card(context.services, event, card)
 
-    await proceed(context, request, _limits(action), respond)
+    await proceed(context, request, limits, respond)
 
 
 # The feature's buttons, for the button table (handlers/router.py). A press whose work kept failing is
