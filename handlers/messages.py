@@ -70,8 +70,11 @@ def _post_text(body: dict[str, Any]) -> str | None:
     return "\n".join(lines)
 
 
-def read_message(event: MessageReceiveEvent, bot_open_id: str) -> IncomingMessage | None:
-    """The message as handlers see it, or None when it is not for the bot to read."""
+def read_message(event: MessageReceiveEvent, bot_open_id: str, *, tenant_key: str) -> IncomingMessage | None:
+    """The message as handlers see it, or None when it is not for the bot to read. `tenant_key` is the
+    event header's: the tenant the app serves this chat in. The sender's own `tenant_key` differs when
+    they are an external contact (feishu-protocol §2), and keying their authorization or a card's buttons
+    by it would split one person of this app (open_ids are per app) across two tenants."""
     message = event.message
     if message.message_type not in READABLE_TYPES or not is_open_id(event.sender.sender_id.open_id):
         return None
@@ -96,7 +99,7 @@ def read_message(event: MessageReceiveEvent, bot_open_id: str) -> IncomingMessag
         chat_type=message.chat_type,
         thread_id=message.thread_id,
         sender_open_id=event.sender.sender_id.open_id,
-        tenant_key=event.sender.tenant_key,
+        tenant_key=tenant_key or event.sender.tenant_key,
         text=text[:MAX_COMMAND_CHARS],
         mentions=others,
         mentioned_bot=bool(bot_keys),

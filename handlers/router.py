@@ -56,7 +56,7 @@ def needs_handling(envelope: EventEnvelope, bot_open_id: str) -> bool:
         return True  # the intake refuses it, with its own clear answer
     if event.sender.sender_type not in ("", "user") or event.sender.sender_id.open_id == bot_open_id:
         return False
-    message = read_message(event, bot_open_id)
+    message = read_message(event, bot_open_id, tenant_key=envelope.tenant_key)
     return message is not None and _may_answer(message)
 
 
@@ -127,7 +127,7 @@ class Router:
         bot_open_id = self._services.bot.open_id
         if event.sender.sender_type not in ("", "user") or event.sender.sender_id.open_id == bot_open_id:
             return  # never answer a bot, least of all ourselves
-        message = read_message(event, bot_open_id)
+        message = read_message(event, bot_open_id, tenant_key=envelope.tenant_key)
         with structlog.contextvars.bound_contextvars(
             message_id=event.message.message_id, chat_id=event.message.chat_id
         ):

@@ -153,7 +153,7 @@ def test_removing_the_bots_mention_keeps_the_tenth_and_later_placeholders() -> N
             },
         }
     )
-    message = read_message(event, BOT)
+    message = read_message(event, BOT, tenant_key="tenant")
     assert message is not None
     assert message.mentioned_bot
     command, _, args = message.text.partition(" ")
