@@ -68,14 +68,37 @@ class Clicker:
     # --- building --------------------------------------------------------------------------------------
 
     def build_card_action(
-        self, operator_open_id: str, message_id: str, *, event_id: str | None = None, **action: Any
+        self,
+        operator_open_id: str,
+        message_id: str,
+        *,
+        event_id: str | None = None,
+        delivery_type: str | None = None,
+        context_url: str | None = None,
+        **action: Any,
     ) -> dict[str, Any]:
         """A schema 2.0 `card.action.trigger` for a click by `operator_open_id` on the bot's card
         `message_id`; `action` holds `value` and the optional `tag`, `name`, `form_value`, `input_value`,
-        `option`, `options`, `checked`, `timezone`. ClickError for a message that is not the bot's card."""
+        `option`, `options`, `checked`, `timezone`. `delivery_type` and `context_url` make it a click on
+        a link preview of the card (the doc's example). ClickError for a message that is not the bot's
+        card. As a captured button click: no `timezone`, and the operator's `user_id` only when the app
+        may see it."""
         sent = self._clicked(message_id)
         token = self._tokens.issue(message_id, operator_open_id)
         config = self._config
+        context: dict[str, Any] = {"open_message_id": message_id, "open_chat_id": sent.chat_id}
+        if context_url is not None:
+            context = {"url": context_url, "preview_token": secrets.token_hex(8), **context}
+        event: dict[str, Any] = {
+            # The clicker's own tenant (an external contact's differs from the header's).
+            "operator": {"tenant_key": config.tenant_of(operator_open_id), **self._ids(operator_open_id)},
+            "token": token.token,
+            "action": action_object(**{"tag": "button", **action}),
+            "host": "im_message",
+        }
+        if delivery_type is not None:
+            event["delivery_type"] = delivery_type
+        event["context"] = context
         return {
             "schema": "2.0",
             "header": {
@@ -86,13 +109,7 @@ class Clicker:
                 "tenant_key": config.tenant_key,
                 "app_id": config.app_id,
             },
-            "event": {
-                "operator": {"tenant_key": config.tenant_key, **self._ids(operator_open_id)},
-                "token": token.token,
-                "action": action_object(**{"tag": "button", **action}),
-                "host": "im_message",
-                "context": {"open_message_id": message_id, "open_chat_id": sent.chat_id},
-            },
+            "event": event,
         }
 
     def build_legacy_card_action(
@@ -291,11 +308,13 @@ class Clicker:
         return sent
 
     def _ids(self, open_id: str) -> dict[str, str]:
-        # As in events: IDs the emulated tenant does not know are left out (user_id needs an extra scope).
+        # IDs the app may not see are left out, as in captured callbacks: user_id without the employee-id
+        # scope (feishu-protocol §3.1), any id of someone the tenant does not know.
         user = self._config.user(open_id)
         if user is None:
             return {"open_id": open_id}
-        ids = {"user_id": user.user_id, "open_id": open_id, "union_id": user.union_id}
+        user_id = user.user_id if self._config.shows_user_ids else ""
+        ids = {"user_id": user_id, "open_id": open_id, "union_id": user.union_id}
         return {key: value for key, value in ids.items() if value}
 
     def _ensure_session(self) -> aiohttp.ClientSession:

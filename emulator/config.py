@@ -26,6 +26,10 @@ class DirectoryUser(BaseModel):
     # include_resigned=true.
     mobile: str = ""
     resigned: bool = False
+    # An external contact (someone of another tenant in a shared group): their own tenant's key, which
+    # their events carry as the sender's `tenant_key` while the header keeps the app's tenant (as in the
+    # receive doc's example). Empty: a person of the emulated tenant.
+    tenant_key: str = ""
 
 
 class DirectoryChat(BaseModel):
@@ -104,6 +108,17 @@ _DEFAULT_USERS = (
     ),
 )
 
+# Someone of a partner company, in the shared "Partners" group: another tenant's key, no user_id (an
+# employee id exists only inside one's own tenant) and no e-mail the contact API would find.
+_DAVE = DirectoryUser(
+    open_id="ou_dave00000000000000000000000004",
+    name="Dave",
+    en_name="Dave",
+    union_id="on_dave000000000000000000000004",
+    tenant_key="tenant_partner0002",
+)
+PARTNERS_CHAT = "oc_partners000000000000000000001"
+
 _DEFAULT_CHATS = (
     DirectoryChat(
         chat_id="oc_team00000000000000000000000001",
@@ -123,6 +138,12 @@ _DEFAULT_CHATS = (
         chat_type="group",
         members=(_DEFAULT_USERS[0].open_id, _DEFAULT_USERS[1].open_id),
         bot_is_member=False,
+    ),
+    DirectoryChat(
+        chat_id=PARTNERS_CHAT,
+        name="Partners",
+        chat_type="group",
+        members=(_DEFAULT_USERS[0].open_id, _DEFAULT_USERS[1].open_id, _DAVE.open_id),
     ),
 )
 
@@ -184,6 +205,8 @@ def generated_open_id(index: int) -> str:
     return f"ou_gen{index:026d}"
 
 
+USER_ID_SCOPE = "contact:user.employee_id:readonly"
+
 # Scopes enabled for the emulated app (developer console → permissions). The authorize page refuses
 # others with 20027; a business API needing one that is not here answers 99991672.
 DEFAULT_APP_SCOPES = (
@@ -233,7 +256,7 @@ class EmulatorConfig(BaseModel):
     rotated_token_grace_seconds: float = Field(default=60, ge=0)
     # After this long since the user authorized, refreshing fails with 20037 (365 days, feishu-protocol §6.3).
     authorization_max_age_seconds: float = Field(default=365 * 86400, gt=0)
-    users: tuple[DirectoryUser, ...] = _DEFAULT_USERS
+    users: tuple[DirectoryUser, ...] = (*_DEFAULT_USERS, _DAVE)
     chats: tuple[DirectoryChat, ...] = _DEFAULT_CHATS
     meetings: tuple[DirectoryMeeting, ...] = _DEFAULT_MEETINGS
     _by_open_id: dict[str, DirectoryUser] = PrivateAttr(default_factory=dict)
@@ -256,12 +279,24 @@ class EmulatorConfig(BaseModel):
     def user(self, open_id: str) -> DirectoryUser | None:
         return self._by_open_id.get(open_id)
 
+    def tenant_of(self, open_id: str) -> str:
+        """The tenant a person belongs to: their own for an external contact, else the emulated one."""
+        user = self.user(open_id)
+        return user.tenant_key if user is not None and user.tenant_key else self.tenant_key
+
+    @property
+    def shows_user_ids(self) -> bool:
+        """Whether events and callbacks carry people's `user_id`: only for an app granted
+        contact:user.employee_id:readonly (feishu-protocol §2); otherwise it is null or left out, as in
+        captured traffic."""
+        return USER_ID_SCOPE in self.app_scopes
+
     def with_generated_users(
         self, count: int, *, chat_id: str | None = None, chat_name: str = "Everyone"
     ) -> EmulatorConfig:
         """A copy with `count` more people (`generated_open_id(i)`, "User 0001", user0001@example.com).
-        With `chat_id`, they also join that group chat, which is created (with the existing directory as
-        its first members) when it does not exist yet."""
+        With `chat_id`, they also join that group chat, which is created (with the tenant's own people of
+        the existing directory as its first members) when it does not exist yet."""
         start = sum(1 for user in self.users if user.open_id.startswith("ou_gen"))
         added = tuple(
             DirectoryUser(
@@ -279,7 +314,8 @@ class EmulatorConfig(BaseModel):
             new_ids = tuple(user.open_id for user in added)
             existing = self.chat(chat_id)
             if existing is None:
-                base = tuple(user.open_id for user in self.users)
+                # The tenant's own people: an external contact is only in the groups shared with them.
+                base = tuple(user.open_id for user in self.users if not user.tenant_key)
                 chats = (*chats, DirectoryChat(chat_id=chat_id, name=chat_name, members=base + new_ids))
             else:
                 grown = existing.model_copy(update={"members": existing.members + new_ids})

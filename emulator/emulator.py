@@ -385,13 +385,16 @@ class Emulator:
         checked: bool | None = None,
         timezone: str | None = None,
         event_id: str | None = None,
+        delivery_type: str | None = None,
+        context_url: str | None = None,
     ) -> dict[str, Any]:
         """A schema 2.0 `card.action.trigger` for a click on the bot's card (ClickError otherwise), with a
-        fresh update token. Seal it with `seal`, send it with `push`, or let `click` do all of it."""
+        fresh update token. Seal it with `seal`, send it with `push`, or let `click` do all of it.
+        `delivery_type` and `context_url` shape it as a click on a link preview of the card."""
         return self._clicker.build_card_action(
             operator_open_id, message_id, event_id=event_id, value=value, tag=tag, name=name,
             form_value=form_value, input_value=input_value, option=option, options=options,
-            checked=checked, timezone=timezone,
+            checked=checked, timezone=timezone, delivery_type=delivery_type, context_url=context_url,
         )  # fmt: skip
 
     def build_legacy_card_action(

@@ -244,7 +244,7 @@ class MessageStore:
                     "id": user_id,
                     "id_type": "open_id",
                     "name": user.name if user else name,
-                    "tenant_key": self._config.tenant_key,
+                    "tenant_key": self._config.tenant_of(user_id),
                 }
             )
             return key

@@ -51,6 +51,8 @@ class _Person:
     name: str
     union_id: str | None
     user_id: str | None
+    tenant_key: str
+    is_bot: bool = False
 
 
 class Pusher:
@@ -70,6 +72,7 @@ class Pusher:
         self._socket = socket
         self._cipher = PayloadCipher(config.encrypt_key) if config.encrypt_key else None
         self._session: aiohttp.ClientSession | None = None
+        self._posts = 0
 
     # --- building --------------------------------------------------------------------------------------
 
@@ -97,17 +100,18 @@ class Pusher:
             "chat_type": chat_type,
             "message_type": message_type,
             "content": json.dumps(
-                _content(text, message_type, people), ensure_ascii=False, separators=(",", ":")
+                self._content(text, message_type, people), ensure_ascii=False, separators=(",", ":")
             ),
         }
         if people:
             message["mentions"] = [
                 {
                     "key": f"@_user_{index}",
-                    "id": _ids(person),
+                    "id": self._ids(person),
                     "name": person.name,
-                    "tenant_key": self._config.tenant_key,
-                    "mentioned_type": "bot" if person.open_id == self._config.bot_open_id else "user",
+                    # Each person's own tenant: an external contact's differs from the header's.
+                    "tenant_key": person.tenant_key,
+                    "mentioned_type": "bot" if person.is_bot else "user",
                 }
                 for index, person in enumerate(people, start=1)
             ]
@@ -124,9 +128,11 @@ class Pusher:
             },
             "event": {
                 "sender": {
-                    "sender_id": _ids(sender),
+                    "sender_id": self._ids(sender),
                     "sender_type": "user",
-                    "tenant_key": self._config.tenant_key,
+                    # The sender's own tenant; the header's is the app's (they differ for an external
+                    # contact, as in the receive doc's example).
+                    "tenant_key": sender.tenant_key,
                 },
                 "message": message,
             },
@@ -346,49 +352,81 @@ class Pusher:
     def _lookup(self, who: str) -> _Person | None:
         config = self._config
         if who in (config.bot_open_id, config.bot_name) or who.lower() == config.bot_name.lower():
-            # UNCONFIRMED whether Feishu fills union_id/user_id for a bot mention (feishu-protocol §2): no.
-            return _Person(config.bot_open_id, config.bot_name, None, None)
+            # The captured bot mention has a union_id and `user_id: null` (feishu-protocol §2).
+            return _Person(
+                config.bot_open_id, config.bot_name, _bot_union_id(config), None, config.tenant_key, True
+            )
         for user in config.users:
             if who in (user.open_id, user.email) or who.lower() in (user.name.lower(), user.en_name.lower()):
-                return _Person(user.open_id, user.name, user.union_id or None, user.user_id or None)
+                return _Person(
+                    user.open_id,
+                    user.name,
+                    user.union_id or None,
+                    user.user_id or None,
+                    config.tenant_of(user.open_id),
+                )
         return None
 
     def _person(self, who: str) -> _Person:
         found = self._lookup(who)
         if found is not None:
             return found
-        # Someone outside the directory (another tenant, a test's ad-hoc ID): only the open_id is known.
-        return _Person(who, who, None, None)
+        # Someone outside the directory (a test's ad-hoc ID): only the open_id is known.
+        return _Person(who, who, None, None, self._config.tenant_key)
+
+    def _ids(self, person: _Person) -> dict[str, str | None]:
+        # An id the app may not see is null, as Feishu sends it: user_id without the employee-id scope,
+        # for a bot, or for an external contact (an employee id exists only inside its own tenant).
+        user_id = person.user_id if self._config.shows_user_ids else None
+        ids: dict[str, str | None] = {
+            "union_id": person.union_id,
+            "user_id": user_id,
+            "open_id": person.open_id,
+        }
+        return {key: value for key, value in ids.items() if value or key == "user_id"}
+
+    def _content(self, text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:
+        if message_type == "text":
+            return {"text": text}
+        self._posts += 1
+        post = _post(text, people)
+        # Most received posts are {"title", "content"}; some arrive inside a language wrapper, the shape
+        # apps send (feishu-protocol §2). Every other post is wrapped, so tests over posts see both.
+        return {"zh_cn": post} if self._posts % 2 == 0 else post
 
 
-def _ids(person: _Person) -> dict[str, str | None]:
-    # An id the app may not see (user_id needs a scope; a bot has none) is null, as Feishu sends it.
-    ids: dict[str, str | None] = {
-        "union_id": person.union_id,
-        "user_id": person.user_id,
-        "open_id": person.open_id,
-    }
-    return {key: value for key, value in ids.items() if value or key == "user_id"}
+def _bot_union_id(config: EmulatorConfig) -> str:
+    return "on_" + config.bot_open_id.removeprefix("ou_")
 
 
-def _content(text: str, message_type: str, people: list[_Person]) -> dict[str, Any]:
-    if message_type == "text":
-        return {"text": text}
-    # Rich text as received (feishu-protocol §2): no language wrapper, one paragraph, at-nodes for mentions,
-    # a-nodes for links.
+# The screenshot a user pastes under a command, as captured posts carry one (with its size).
+_PASTED_IMAGE = {
+    "tag": "img",
+    "image_key": "img_v3_0210t_emulator-pasted-screenshot",
+    "width": 384,
+    "height": 192,
+}
+
+
+def _post(text: str, people: list[_Person]) -> dict[str, Any]:
+    """Rich text as received (feishu-protocol §2, and the captured post): a first paragraph of text, at
+    and a nodes; then an empty paragraph and a pasted image, as clients send them."""
     nodes: list[dict[str, Any]] = []
     for part in _RICH.split(text):
         if not part:
             continue
         if part == "@_all":
-            nodes.append({"tag": "at", "user_id": "@_all", "user_name": "所有人", "style": []})
+            # A post's @all: user_id "all" and no mentions[] entry (the SDKs' reading of real posts).
+            nodes.append({"tag": "at", "user_id": "all", "user_name": "所有人", "style": []})
         elif _PLACEHOLDER.fullmatch(part):
             index = int(part[len("@_user_") :]) - 1
-            name = people[index].name if 0 <= index < len(people) else ""
+            person = people[index] if 0 <= index < len(people) else None
+            # The captured bot mention carries its name; the doc's user mention has `user_name: ""`.
+            name = person.name if person is not None and person.is_bot else ""
             nodes.append({"tag": "at", "user_id": part, "user_name": name, "style": []})
         elif part.startswith("[") and part.endswith(")"):
             label, _, href = part[1:-1].partition("](")
             nodes.append({"tag": "a", "text": label, "href": href, "style": []})
         else:
             nodes.append({"tag": "text", "text": part, "style": []})
-    return {"title": "", "content": [nodes]}
+    return {"title": "", "content": [nodes, [], [dict(_PASTED_IMAGE)]]}

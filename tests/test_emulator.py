@@ -17,6 +17,7 @@ from bot.feishu.crypto import PayloadCipher, event_signature
 from bot.feishu.events import EventEnvelope, parse_message_receive
 from bot.feishu.webhook import WebhookSecrets, open_event_request
 from emulator import Emulator, EmulatorConfig, Fault, start_emulator
+from emulator.config import DEFAULT_APP_SCOPES, USER_ID_SCOPE
 from tests.harness import FixedClock
 
 ALICE = "ou_alice0000000000000000000000001"
@@ -462,11 +463,22 @@ async def test_no_encrypt_key_means_plain_unsigned_pushes() -> None:
     assert json.loads(body)["header"]["token"] == "emulator-verification-token"
 
 
+def test_user_ids_are_shown_only_to_an_app_with_the_employee_id_scope() -> None:
+    plain = Emulator(EmulatorConfig())
+    scoped = Emulator(EmulatorConfig(app_scopes=(*DEFAULT_APP_SCOPES, USER_ID_SCOPE)))
+    for emulator, user_id in ((plain, None), (scoped, "alice")):
+        event = emulator.build_say_event(ALICE, TEAM, "/help")
+        assert event["event"]["sender"]["sender_id"]["user_id"] == user_id
+        [bot] = event["event"]["message"]["mentions"]
+        assert bot["id"]["user_id"] is None  # a bot has no employee id at all
+
+
 async def test_post_and_schema_1_builders(harness: Harness) -> None:
     emulator = harness.emulator
     post = emulator.build_message_event(ALICE, TEAM, "@_user_1 hi", mentions=["Bob"], message_type="post")
     content = json.loads(post["event"]["message"]["content"])
-    assert content["content"][0][0] == {"tag": "at", "user_id": "@_user_1", "user_name": "Bob", "style": []}
+    # As the doc's example: a person's at-node has an empty user_name; mentions[] says who it is.
+    assert content["content"][0][0] == {"tag": "at", "user_id": "@_user_1", "user_name": "", "style": []}
     legacy = emulator.build_message_event_v1(ALICE, TEAM, "/help")
     assert legacy["type"] == "event_callback"
     assert legacy["event"]["type"] == "message"

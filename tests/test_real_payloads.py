@@ -12,8 +12,21 @@ import pytest
 
 from bot.feishu.webhook import request_time
 from emulator.clicker import legacy_date
-from emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, BOB, CAROL, TEAM, Harness, invite, open_world, updated_card
+from emulator.config import MEETING_IN_PROGRESS, PARTNERS_CHAT
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    TEAM,
+    Harness,
+    authorize,
+    invite,
+    open_world,
+    updated_card,
+)
+
+# Of a partner company, in the shared "Partners" group (the emulator's default directory).
+DAVE = "ou_dave00000000000000000000000004"
 
 
 @pytest.fixture
@@ -137,3 +150,97 @@ async def test_a_schema_1_invite_names_people_by_their_at_markup(world: Harness)
     await push_and_wait(world, event)
     assert [list(call.invitee_ids) for call in world.emulator.invite_calls] == [[BOB]]
     assert "Invited 1" in json.dumps(world.emulator.messages[-1].content)
+
+
+async def test_an_external_contacts_events_carry_their_own_tenant(world: Harness) -> None:
+    # As the receive doc's example: the sender's tenant_key is not the header's, nor is a mention's.
+    event = world.emulator.build_say_event(DAVE, PARTNERS_CHAT, "/invite 123456789 @Bob")
+    header, sender = event["header"], event["event"]["sender"]
+    assert sender["tenant_key"] == "tenant_partner0002" != header["tenant_key"]
+    assert sender["sender_id"]["user_id"] is None  # no employee id across tenants, nor without the scope
+    bot, bob = event["event"]["message"]["mentions"]
+    assert (bot["mentioned_type"], bot["id"]["user_id"]) == ("bot", None)
+    assert bob["tenant_key"] == header["tenant_key"]
+
+
+@pytest.mark.parametrize(("sender", "clicker"), [(ALICE, DAVE), (DAVE, ALICE)])
+async def test_an_external_contact_and_a_colleague_press_each_others_buttons(
+    world: Harness, sender: str, clicker: str
+) -> None:
+    # Dave authorized in the shared group; the card's buttons, his authorization and Alice's all belong to
+    # the app's tenant, so either may press "Retry failed" on the other's card as themselves, unasked.
+    await authorize(world, DAVE, chat=PARTNERS_CHAT)
+    await world.emulator.wait_for_messages(1, chat_id=PARTNERS_CHAT)  # "authorized"
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, DAVE)
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+    assert (await world.emulator.say(sender, PARTNERS_CHAT, "/invite 123456789 @Bob @Carol")).status == 200
+    replies = await world.emulator.wait_for_messages(2, chat_id=PARTNERS_CHAT, timeout=20)
+    card = replies[1]
+    assert "Invited 1" in json.dumps(card.content, ensure_ascii=False)
+    [retry] = [b for b in world.emulator.card_buttons(card.message_id) if "Retry" in json.dumps(b)]
+    world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
+    prompts = len(world.emulator.ephemeral_messages)
+
+    result = await world.emulator.click(clicker, card.message_id, retry["value"])
+
+    assert result.ok, result.error
+    assert "Invited 2" in await updated_card(world, card.message_id)
+    last = world.emulator.invite_calls[-1]
+    assert (last.operator, list(last.invitee_ids)) == (clicker, [CAROL])
+    assert len(world.emulator.ephemeral_messages) == prompts  # nobody was asked to authorize again
+
+
+async def test_posts_as_clients_send_them_with_or_without_a_language_wrapper(world: Harness) -> None:
+    # The emulator's posts have an empty paragraph and a pasted image with its size (the captured post),
+    # user at-nodes with `user_name: ""` (the doc's example), and every other one a language wrapper.
+    shapes = []
+    for expected in ([BOB], [CAROL]):
+        who = "@Bob" if expected == [BOB] else "@Carol"
+        event = world.emulator.build_say_event(ALICE, TEAM, f"/invite 123456789 {who}", message_type="post")
+        await push_and_wait(world, event)
+        assert list(world.emulator.invite_calls[-1].invitee_ids) == expected
+        shapes.append(json.loads(event["event"]["message"]["content"]))
+    plain, wrapped = shapes
+    assert set(wrapped) == {"zh_cn"}
+    assert wrapped["zh_cn"]["content"][1:] == plain["content"][1:]
+    first, empty, [image] = plain["content"]
+    assert empty == []
+    assert (image["tag"], image["width"], image["height"]) == ("img", 384, 192)
+    ats = [node for node in first if node["tag"] == "at"]
+    assert [node["user_name"] for node in ats] == ["InviteBot", ""]
+
+
+async def test_a_click_carrying_every_field_real_callbacks_carry(world: Harness) -> None:
+    # The doc's form example (timezone, name, a link preview's delivery_type and context.url) and the
+    # captured select's option, with the other components' fields; the operator has no user_id.
+    message_id, action_id = await retry_button(world)
+    event = world.emulator.build_card_action(
+        ALICE,
+        message_id,
+        value={"action_id": action_id},
+        name="Button_lvkepfu3",
+        timezone="Asia/Shanghai",
+        option="2",
+        options=["a", "b"],
+        input_value="1234",
+        checked=True,
+        delivery_type="url_preview",
+        context_url="https://applink.feishu.cn/client/message/link/open",
+    )
+    assert "user_id" not in event["event"]["operator"]
+    assert event["event"]["context"]["open_message_id"] == message_id
+    answer = await world.emulator.push(event)
+    assert answer.status == 200, answer.body
+    assert "Invited 2" in await updated_card(world, message_id)
+    assert list(world.emulator.invite_calls[-1].invitee_ids) == [CAROL]
+
+
+async def test_a_click_as_captured_has_no_timezone_and_no_user_id(world: Harness) -> None:
+    message_id, action_id = await retry_button(world)
+    event = world.emulator.build_card_action(ALICE, message_id, value={"action_id": action_id})
+    operator, action = event["event"]["operator"], event["event"]["action"]
+    assert set(operator) == {"tenant_key", "open_id", "union_id"}
+    assert set(action) == {"value", "tag"}
+    result = await world.emulator.click(ALICE, message_id, {"action_id": action_id})
+    assert result.ok, result.error
+    assert "Invited 2" in await updated_card(world, message_id)
