@@ -34,15 +34,26 @@ def message_text(message_type: str, content: str) -> str | None:
 _POST_AT_ALL = frozenset({"all", "all_members", "@_all"})
 
 
-def _post_text(body: dict[str, Any]) -> str | None:
-    # Received posts carry {"title", "content"} directly; tolerate the send-side language wrapper too.
-    if "content" not in body:
-        wrapped = next((value for value in body.values() if isinstance(value, dict)), None)
-        if wrapped is None:
-            return None
-        body = wrapped
+def _post_body(body: dict[str, Any], depth: int = 0) -> list[Any] | None:
+    """The paragraphs of a post: {"title", "content"} as most arrive, or inside a language wrapper
+    ({"zh_cn": {...}}), which users report receiving too, or a {"post": {"zh_cn": ...}} one (seen by
+    other bots' authors); the first language found is read (feishu-protocol §2)."""
     paragraphs = body.get("content")
-    if not isinstance(paragraphs, list):
+    if isinstance(paragraphs, list):
+        return paragraphs
+    if depth >= 2:
+        return None
+    for value in body.values():
+        if isinstance(value, dict):
+            found = _post_body(value, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _post_text(body: dict[str, Any]) -> str | None:
+    paragraphs = _post_body(body)
+    if paragraphs is None:
         return None
     lines = []
     for paragraph in paragraphs:

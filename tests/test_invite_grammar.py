@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -170,6 +171,36 @@ def test_a_post_link_counts_by_its_address_not_only_its_label() -> None:
     text = message_text("post", json.dumps(content))
     assert text is not None
     assert read_invite(text, [], sender_open_id=SENDER, bot_open_id=BOT).meeting_no == "123456789"
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda post: post,
+        lambda post: {"zh_cn": post},
+        lambda post: {"en_us": post, "zh_cn": {"title": "", "content": []}},
+        lambda post: {"post": {"zh_cn": post}},
+    ],
+    ids=["plain", "language", "first-language", "post-and-language"],
+)
+def test_a_post_reads_the_same_in_every_wrapper_it_arrives_in(wrap: Any) -> None:
+    post = {
+        "title": "",
+        "content": [
+            [
+                {"tag": "text", "text": "/invite 123456789 "},
+                {"tag": "at", "user_id": "@_user_1", "user_name": ""},
+            ],
+            [],
+            [{"tag": "img", "image_key": "img_v3_x", "width": 384, "height": 192}],
+        ],
+    }
+    assert message_text("post", json.dumps(wrap(post))) == "/invite 123456789  @_user_1 \n\n"
+
+
+def test_a_post_nested_too_deep_is_not_read() -> None:
+    post = {"title": "", "content": [[{"tag": "text", "text": "/help"}]]}
+    assert message_text("post", json.dumps({"a": {"b": {"c": post}}})) is None
 
 
 @pytest.mark.parametrize("text", ["ops@all.example.com", "me@all-hands.io", "x@All.com"])
