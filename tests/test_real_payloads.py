@@ -244,3 +244,14 @@ async def test_a_click_as_captured_has_no_timezone_and_no_user_id(world: Harness
     result = await world.emulator.click(ALICE, message_id, {"action_id": action_id})
     assert result.ok, result.error
     assert "Invited 2" in await updated_card(world, message_id)
+
+
+async def test_a_legacy_click_without_token_or_chat_as_lark_s_own_fixture(world: Harness) -> None:
+    # Lark appframework-java's button fixture: no update token, no open_chat_id, only the message.
+    message_id, action_id = await retry_button(world)
+    body = captured_shape(message_id, TEAM, action_id)
+    del body["token"], body["open_chat_id"]
+    answer = await world.emulator.post_legacy(body, nonce=str(uuid.uuid4()))
+    assert answer.status == 200, answer.body
+    assert "Invited 2" in await updated_card(world, message_id)
+    assert list(world.emulator.invite_calls[-1].invitee_ids) == [CAROL]
