@@ -7,9 +7,17 @@ import io
 import json
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from bot.feishu.client import FeishuClient
+from bot.feishu.endpoints import MEETING_GET
+from bot.feishu.errors import DEFERRED, FeishuApiError
 from bot.feishu.ratelimit import Limit, RateLimiter
 from bot.feishu.tokens import TenantTokenManager
 from bot.logs import configure_logging
+from bot.metrics import Metrics
+from emulator.config import MEETING_IN_PROGRESS
 from tests.harness import ALICE, TEAM, Harness, open_harness
 
 
@@ -70,6 +78,74 @@ async def test_waiting_callers_are_admitted_in_the_order_they_came() -> None:
     # A caller after the burst, when the window has room and nobody waits, takes no turn in line.
     await asyncio.sleep(0.25)
     assert await limiter.acquire("vc.meeting.invite", limits) == 0.0
+
+
+async def test_background_calls_take_at_most_half_a_window_and_never_wait() -> None:
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
+    limits = (Limit(50, 1.0), Limit(1000, 60.0))
+    taken = 0
+    while await limiter.try_acquire("vc.meeting.get", limits):
+        taken += 1
+    assert taken == 25  # half of the 50 a second; the refusal cost no time
+    assert time.now == 1000.0
+    # Commands still have the other half at once, and then wait for the window as always.
+    for _ in range(25):
+        assert await limiter.acquire("vc.meeting.get", limits) == 0.0
+    assert await limiter.acquire("vc.meeting.get", limits) > 0.0
+    # Asking every 0.1 s for three minutes: never more than half of either window.
+    stamps: list[float] = []
+    for _ in range(1800):
+        time.now += 0.1
+        while await limiter.try_acquire("vc.meeting.get", limits):
+            stamps.append(time.now)
+    per_second = max(sum(1 for other in stamps[i:] if other < stamp + 1.0) for i, stamp in enumerate(stamps))
+    per_minute = max(sum(1 for other in stamps[i:] if other < stamp + 60.0) for i, stamp in enumerate(stamps))
+    assert per_second <= 25
+    assert 450 <= per_minute <= 500  # and it does use its half
+
+
+async def test_a_background_call_gives_way_to_a_waiting_command() -> None:
+    limiter = RateLimiter()
+    limits = (Limit(2, 0.2),)
+    await limiter.acquire("vc.meeting.get", limits)
+    await limiter.acquire("vc.meeting.get", limits)
+    waiting = asyncio.create_task(limiter.acquire("vc.meeting.get", limits))
+    await asyncio.sleep(0.01)
+    assert not await limiter.try_acquire("vc.meeting.get", limits)  # a command waits: no background
+    assert await asyncio.wait_for(waiting, timeout=2) > 0.0
+    await asyncio.sleep(0.25)
+    assert await limiter.try_acquire("vc.meeting.get", limits)  # quiet again: room for background
+
+
+async def test_a_background_meeting_read_with_no_room_is_deferred_without_a_request(world: Harness) -> None:
+    limiter = RateLimiter()
+    metrics = Metrics()
+    async with aiohttp.ClientSession() as session:
+        client = FeishuClient(
+            session,
+            domain=world.emulator_url,
+            app_id=world.settings.feishu_app_id,
+            app_secret=world.settings.feishu_app_secret,
+            metrics=metrics,
+            limiter=limiter,
+        )
+        while await limiter.try_acquire(MEETING_GET.name, MEETING_GET.limits):
+            pass  # the background half of the window is used up
+        before = len(world.emulator.requests)
+        with pytest.raises(FeishuApiError) as deferred:
+            await client.get_meeting(MEETING_IN_PROGRESS, user_access_token="u-x", background=True)
+        assert (deferred.value.code, deferred.value.transient) == (DEFERRED, True)
+        assert len(world.emulator.requests) == before  # nothing was sent
+        counted = metrics.registry.get_sample_value(
+            "invite_bot_openapi_calls_total", {"endpoint": MEETING_GET.name, "result": "deferred"}
+        )
+        assert counted == 1.0
+        # A command's read of the same meeting still goes out at once.
+        with pytest.raises(FeishuApiError) as refused:
+            await client.get_meeting(MEETING_IN_PROGRESS, user_access_token="u-x")
+        assert refused.value.code != DEFERRED
+        assert len(world.emulator.requests) == before + 1
 
 
 async def test_tenant_token_fetched_once_for_concurrent_callers_and_renewed_early() -> None:

@@ -133,3 +133,18 @@ async def test_replicas_sharing_a_limit_stay_under_it_together(url: str) -> None
     assert busiest <= 5
     # As fast as the limit allows, not slower: 30 calls at 5 per 0.5 s (with 5 % slack) take ~2.6 s.
     assert admitted[-1] - admitted[0] < 6.0
+
+
+async def test_background_calls_of_replicas_take_at_most_half_the_shared_window(url: str) -> None:
+    stores = [await PostgresStore.open(url) for _ in range(2)]
+    limits = (Limit(10, 30.0),)
+    try:
+        first, second = (SharedRateLimiter(store) for store in stores)
+        taken = [await first.try_acquire("vc.meeting.get", limits) for _ in range(4)]
+        taken += [await second.try_acquire("vc.meeting.get", limits) for _ in range(4)]
+        assert taken.count(True) == 5  # half of 10, counted over both replicas
+        for _ in range(5):  # commands have the other half at once
+            assert await second.acquire("vc.meeting.get", limits) == 0.0
+    finally:
+        for store in stores:
+            await store.close()

@@ -158,7 +158,12 @@ class FeishuClient(FeishuTransport):
         return response.data.meetings
 
     async def get_meeting(
-        self, meeting_id: str, *, user_access_token: str, with_participants: bool = False
+        self,
+        meeting_id: str,
+        *,
+        user_access_token: str,
+        with_participants: bool = False,
+        background: bool = False,
     ) -> Meeting:
         response = await self.call(
             MEETING_GET,
@@ -167,6 +172,7 @@ class FeishuClient(FeishuTransport):
             params={"with_participants": "true", "user_id_type": "open_id"} if with_participants else None,
             auth="user",
             user_access_token=user_access_token,
+            background=background,
         )
         return response.data.meeting
 

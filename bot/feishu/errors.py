@@ -18,6 +18,8 @@ OAUTH_RETRYABLE = frozenset({20050, 20072})
 # Our own codes for failures that never reached a Feishu answer.
 UNAVAILABLE = -1
 UNREADABLE_RESPONSE = -2
+# A background call not made: the rate budget is kept for commands just now. Try again next round.
+DEFERRED = -3
 
 
 class FeishuApiError(Exception):
@@ -47,4 +49,4 @@ class FeishuApiError(Exception):
     @property
     def transient(self) -> bool:
         """Worth trying again later: no answer, a server error, or a rate limit."""
-        return self.code == UNAVAILABLE or self.code in RATE_LIMITED or self.http_status >= 500
+        return self.code in (UNAVAILABLE, DEFERRED) or self.code in RATE_LIMITED or self.http_status >= 500

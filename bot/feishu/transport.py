@@ -25,6 +25,7 @@ from bot.feishu.endpoints import (
     Endpoint,
 )
 from bot.feishu.errors import (
+    DEFERRED,
     RATE_LIMITED,
     TENANT_TOKEN_INVALID,
     UNAVAILABLE,
@@ -120,6 +121,7 @@ class FeishuTransport:
         user_access_token: str | None = None,
         extra_limits: Sequence[tuple[str, Sequence[Limit]]] = (),
         retry: RetryWhen = "transient",
+        background: bool = False,
     ) -> R:
         """Make one API call with retries. `auth`: "tenant", "user" (with user_access_token) or None.
 
@@ -127,6 +129,9 @@ class FeishuTransport:
         reads and for messages, which carry a uuid). "rate_limited": only a refusal that says the call
         was not processed, for calls with effects a lost answer could hide (an invitation rings a phone).
         "never": the caller decides (a refresh whose answer was lost may already have rotated the token).
+
+        `background`: a periodic call that gives way to commands (feishu-protocol §7.3): made only while
+        the endpoint's budget has room to spare, else FeishuApiError(DEFERRED) at once, without waiting.
         """
         url = self._domain + endpoint.path.format(**(path_params or {}))
         payload = None if body is None else body.model_dump_json(exclude_none=True).encode()
@@ -134,7 +139,11 @@ class FeishuTransport:
         attempt = 0
         while True:
             attempt += 1
-            await self._limiter.acquire(endpoint.name, endpoint.limits)
+            if not background:
+                await self._limiter.acquire(endpoint.name, endpoint.limits)
+            elif not await self._limiter.try_acquire(endpoint.name, endpoint.limits):
+                self._metrics.api_calls.labels(endpoint.name, "deferred").inc()
+                raise FeishuApiError(DEFERRED, "no room for a background call now", endpoint=endpoint.name)
             for key, limits in extra_limits:
                 await self._limiter.acquire(key, limits)
             headers = {"Content-Type": "application/json; charset=utf-8"}

@@ -247,8 +247,10 @@ async def _read_meeting(
             meeting = await services.authority.call_as(
                 record.tenant_key,
                 owner,
+                # A background read: under a burst of commands it is skipped (DEFERRED) rather than
+                # take their share of Feishu's budget, and the card catches up on a later tick.
                 lambda token: services.client.get_meeting(
-                    meeting_id, user_access_token=token, with_participants=True
+                    meeting_id, user_access_token=token, with_participants=True, background=True
                 ),
             )
             return meeting, True
