@@ -26,6 +26,7 @@ from tests.harness import (
     invite,
     open_harness,
     open_world,
+    updated_card,
 )
 
 
@@ -109,6 +110,46 @@ async def test_partial_failure_is_shown_per_person(world: Harness) -> None:
     assert NOT_INVITED.en_us in text
     assert NOT_INVITED.zh_cn in text
     assert f"<at id={CAROL}></at>" in text
+
+
+def meeting_reads(world: Harness) -> int:
+    path = f"/open-apis/vc/v1/meetings/{MEETING_IN_PROGRESS}"
+    return len([r for r in world.emulator.requests if r.path == path and r.query.get("with_participants")])
+
+
+async def test_someone_in_the_meeting_is_shown_there_and_never_retried(world: Harness) -> None:
+    # Feishu refuses to ring a participant with the same bare status 2 as any refusal: one read of the
+    # meeting tells Bob (in it) from Carol (refused), and Retry offers to ring Carol only.
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)
+    world.emulator.fail_invitee(CAROL, 2)
+    card = json.dumps(await invite(world, "/invite 123456789 @Bob @Carol"), ensure_ascii=False)
+    assert "Nobody invited (1)" in card
+    assert "☑️ Already in the meeting (1)" in card
+    assert NOT_INVITED.en_us in card
+    assert meeting_reads(world) == 1
+    message_id = world.emulator.messages[-1].message_id
+    [retry] = [b for b in world.emulator.card_buttons(message_id) if "Retry" in json.dumps(b)]
+    world.emulator.clear_invitee_failures()
+    result = await world.emulator.click(ALICE, message_id, retry["value"])
+    assert result.ok, result.error
+    shown = await updated_card(world, message_id)
+    assert "Invited 1" in shown
+    assert "Already in the meeting (1)" in shown
+    assert [list(call.invitee_ids) for call in world.emulator.invite_calls] == [[BOB, CAROL], [CAROL]]
+
+
+async def test_only_people_already_in_the_meeting_is_no_failure(world: Harness) -> None:
+    world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)
+    card = await invite(world, "/invite 123456789 @Bob")
+    text = json.dumps(card, ensure_ascii=False)
+    assert card["header"]["template"] == "green"
+    assert "Everyone is in the meeting already" in text
+    assert f"<at id={BOB}></at>" in text
+    assert "Retry" not in text  # nobody to ring again
+    # Without refusals the meeting is not read at all.
+    before = meeting_reads(world)
+    await invite(world, "/invite 123456789 @Carol")
+    assert meeting_reads(world) == before
 
 
 async def test_every_seed_error_code_gets_its_sentence(world: Harness) -> None:

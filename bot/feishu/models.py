@@ -241,6 +241,11 @@ class ActiveMeetingsResponse(ApiResponse):
     data: ActiveMeetings = ActiveMeetings()
 
 
+# A participant's status (feishu-protocol §7.3): 1 calling, 2 in the meeting, 3 ringing, 4 not in it.
+PARTICIPANT_IN_MEETING = 2
+PARTICIPANT_RINGING = frozenset({1, 3})
+
+
 class MeetingParticipant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     id: str = ""

@@ -26,9 +26,14 @@ from handlers.invite.cards import (
     meeting_label,
 )
 from handlers.invite.grammar import meeting_number
-from handlers.invite.reasons import INTERRUPTED, UNCERTAIN
+from handlers.invite.reasons import ALREADY_IN, INTERRUPTED, UNCERTAIN
 
-_MAYBE_INVITED = {(UNCERTAIN.zh_cn, UNCERTAIN.en_us), (INTERRUPTED.zh_cn, INTERRUPTED.en_us)}
+# Not rung again by Retry: who may already be ringing, and who is in the meeting already.
+_NOT_TO_RING = {
+    (UNCERTAIN.zh_cn, UNCERTAIN.en_us),
+    (INTERRUPTED.zh_cn, INTERRUPTED.en_us),
+    (ALREADY_IN.zh_cn, ALREADY_IN.en_us),
+}
 MAX_PICKED = 200
 
 WORKING = Text("收到，正在重试未成功的邀请…", "Got it: retrying the failed invitations…")
@@ -49,11 +54,12 @@ class RetryFailed(Button):
     confirm_above: int = 10
 
     def failed_open_ids(self) -> list[str]:
-        """Who to ring again: not those who may already be ringing (no answer, or an interrupted run)."""
+        """Who to ring again: not those who may already be ringing (no answer, or an interrupted run),
+        nor those who are in the meeting."""
         return [
             outcome.open_id
             for outcome in self.outcomes
-            if not outcome.invited and outcome.open_id and outcome.reason not in _MAYBE_INVITED
+            if not outcome.invited and outcome.open_id and outcome.reason not in _NOT_TO_RING
         ]
 
 

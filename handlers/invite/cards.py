@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from bot.feishu.models import Meeting
 from handlers.cards import Card, Template, callback_button, card, literal, markdown, mention
 from handlers.i18n import Text
+from handlers.invite.reasons import ALREADY_IN
 
 # Name people one by one up to this many successes; past it, a count reads better and stays small.
 LISTED_SUCCESSES = 30
@@ -139,11 +140,19 @@ def _elements_in(node: object) -> int:
     return 0
 
 
+def _is_there(outcome: Outcome) -> bool:
+    """Not rung because the meeting already has them: not a failure."""
+    return not outcome.invited and outcome.reason == ALREADY_IN
+
+
 def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures: int) -> Card:
     invited = [outcome for outcome in outcomes if outcome.invited]
-    failed = [outcome for outcome in outcomes if not outcome.invited]
+    there = [outcome for outcome in outcomes if _is_there(outcome)]
+    failed = [outcome for outcome in outcomes if not outcome.invited and not _is_there(outcome)]
     template: Template
-    if not failed:
+    if not failed and not invited:
+        title, template = Text("都已在会议中", "Everyone is in the meeting already"), "green"
+    elif not failed:
         title, template = Text(f"已邀请 {len(invited)} 人", f"Invited {len(invited)}"), "green"
     elif invited:
         title = Text(
@@ -161,6 +170,11 @@ def _result_card(meeting: Meeting, outcomes: Sequence[Outcome], listed_failures:
         elements.append(markdown(Text(f"✅ 已邀请 {len(invited)} 人", f"✅ Invited {len(invited)}")))
         if len(invited) <= LISTED_SUCCESSES:
             elements.append(_plain(" ".join(_who(outcome) for outcome in invited)))
+    if there:
+        label = dict(_PRESENCE_LINES)["already"]
+        elements.append(markdown(Text(f"{label.zh_cn}（{len(there)}）", f"{label.en_us} ({len(there)})")))
+        if len(there) <= LISTED_SUCCESSES:
+            elements.append(_plain(" ".join(_who(outcome) for outcome in there)))
     elements.extend(_failures(failed, listed_failures))
     return card(title, elements, template=template, summary=title)
 
@@ -179,7 +193,7 @@ def _live_card(meeting: Meeting, outcomes: Sequence[Outcome], listed: int, live:
         state = live.presence.get(outcome.open_id or "")
         if outcome.invited:
             groups[state if state is not None and state != "already" else "ringing"].append(outcome)
-        elif state == "already":
+        elif state == "already" or _is_there(outcome):
             groups["already"].append(outcome)  # their invitation failed because they were in already
         else:
             failed.append(outcome)

@@ -11,13 +11,20 @@ import structlog
 from bot.feishu.errors import UNAVAILABLE as UNAVAILABLE_CODE
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import is_open_id
-from bot.feishu.models import InviteMeetingRequest, Meeting, MeetingUser
+from bot.feishu.models import PARTICIPANT_IN_MEETING, InviteMeetingRequest, Meeting, MeetingUser
 from bot.oauth.authority import AuthorizationRequired, TokenUnavailable
 from handlers.context import CommandContext
 from handlers.i18n import Text
 from handlers.invite.cards import Outcome
 from handlers.invite.grammar import InviteRequest
-from handlers.invite.reasons import NEEDS_AUTHORIZATION, NOT_INVITED, UNCERTAIN, UNKNOWN_EMAIL, reason_for
+from handlers.invite.reasons import (
+    ALREADY_IN,
+    NEEDS_AUTHORIZATION,
+    NOT_INVITED,
+    UNCERTAIN,
+    UNKNOWN_EMAIL,
+    reason_for,
+)
 
 log = structlog.get_logger("handlers.invite.inviting")
 
@@ -79,12 +86,42 @@ async def send_invitations(context: CommandContext, meeting: Meeting, people: Se
     """
     chunks = [list(people[start : start + CHUNK]) for start in range(0, len(people), CHUNK)]
     results = await asyncio.gather(*(_invite_chunk(context, meeting, chunk) for chunk in chunks))
-    outcomes = [outcome for chunk in results for outcome in chunk]
+    outcomes = await _explain_refusals([outcome for chunk in results for outcome in chunk], context, meeting)
     for outcome in outcomes:
         context.services.metrics.invites.labels(
             "invited" if outcome.invited else "failed", str(outcome.code)
         ).inc()
     return outcomes
+
+
+async def _explain_refusals(
+    outcomes: list[Outcome], context: CommandContext, meeting: Meeting
+) -> list[Outcome]:
+    """Feishu refuses to ring someone who is in the meeting already, with the same bare status 2 as any
+    other refusal. When some were refused so, one read of the meeting's participants (as the sender)
+    tells those apart: they are shown as there, and Retry does not ring them. If the read fails, the
+    refusals stay as they were."""
+    if not any(outcome.reason is NOT_INVITED for outcome in outcomes):
+        return outcomes
+    services, message = context.services, context.message
+    try:
+        read = await services.authority.call_as(
+            message.tenant_key,
+            message.sender_open_id,
+            lambda token: services.client.get_meeting(
+                meeting.id, user_access_token=token, with_participants=True
+            ),
+        )
+    except (AuthorizationRequired, TokenUnavailable, FeishuApiError) as error:
+        log.info("could not read who is in the meeting", problem=type(error).__name__)
+        return outcomes
+    inside = {person.id for person in read.participants if person.status == PARTICIPANT_IN_MEETING}
+    return [
+        Outcome(open_id=outcome.open_id, invited=False, reason=ALREADY_IN)
+        if outcome.reason is NOT_INVITED and outcome.open_id in inside
+        else outcome
+        for outcome in outcomes
+    ]
 
 
 async def _invite_chunk(context: CommandContext, meeting: Meeting, chunk: list[str]) -> list[Outcome]:

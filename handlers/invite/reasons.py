@@ -39,6 +39,8 @@ REASONS: dict[int, Text] = {
 
 # Per-invitee status 2 with no code: Feishu says only that this one person could not be invited.
 NOT_INVITED = Text("飞书未能邀请此人。", "Feishu could not invite this person.")
+# ...and the meeting lists them as in it: nothing failed, there is nobody to ring (feishu-protocol §7.1).
+ALREADY_IN = Text("已在会议中。", "Already in the meeting.")
 UNKNOWN_EMAIL = Text(
     "没有找到这个邮箱对应的飞书用户（或机器人看不到此人）。",
     "No Feishu user with this e-mail that I can see (use the account e-mail, not an alias).",

@@ -23,7 +23,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from bot.feishu.errors import FeishuApiError
 from bot.feishu.events import MEETING_WATCH, EventEnvelope
-from bot.feishu.models import Meeting, MessagePatchRequest, card_content
+from bot.feishu.models import (
+    PARTICIPANT_IN_MEETING,
+    PARTICIPANT_RINGING,
+    Meeting,
+    MessagePatchRequest,
+    card_content,
+)
 from bot.oauth.authority import AuthorizationRequired, TokenUnavailable
 from bot.store.base import Postpone
 from handlers.context import CommandContext, Services
@@ -38,9 +44,8 @@ WATCH_NAMESPACE = "meeting_watch"
 _RECORD_TTL_SECONDS = 6 * 3600.0
 _CAS_ATTEMPTS = 8
 _STALE_TICKS = 6
-# Participant status (feishu-protocol §7.2): 1 calling, 2 in the meeting, 3 ringing, 4 not in it.
-_IN_MEETING = 2
-_RINGING = frozenset({1, 3})
+_IN_MEETING = PARTICIPANT_IN_MEETING
+_RINGING = PARTICIPANT_RINGING
 _MEETING_ENDED = 3
 # Feishu is a China-based service; its clients show times in the viewer's zone, which a card cannot know.
 _SHOWN_ZONE_SECONDS = 8 * 3600
