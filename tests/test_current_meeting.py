@@ -158,6 +158,10 @@ async def test_an_authorization_without_the_scope_falls_back_and_is_offered_once
         assert status == 200
         await world.runtime.inbox.wait_idle(5)
         assert world.emulator.invite_calls == []
+        # The offer turns into the "authorized" note, as any prompt does.
+        mine = [m for m in world.emulator.ephemeral_messages if m.open_id == ALICE]
+        assert [m.deleted for m in mine[2:]] == [True, False]
+        assert "Authorized" in json.dumps(mine[-1].card, ensure_ascii=False)
         done = json.dumps(await invite(world, "/invite @Bob"))
         assert "Invited 1" in done
         assert world.emulator.invite_calls[-1].meeting_id == MEETING_IN_PROGRESS
