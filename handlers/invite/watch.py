@@ -44,8 +44,6 @@ WATCH_NAMESPACE = "meeting_watch"
 _RECORD_TTL_SECONDS = 6 * 3600.0
 _CAS_ATTEMPTS = 8
 _STALE_TICKS = 6
-_IN_MEETING = PARTICIPANT_IN_MEETING
-_RINGING = PARTICIPANT_RINGING
 _MEETING_ENDED = 3
 # Feishu is a China-based service; its clients show times in the viewer's zone, which a card cannot know.
 _SHOWN_ZONE_SECONDS = 8 * 3600
@@ -293,19 +291,19 @@ def presence_of(card: WatchedCard, seen: dict[str, Seen], final: bool) -> dict[s
             continue
         person = seen.get(outcome.open_id)
         if not outcome.invited:
-            if person is not None and person.status == _IN_MEETING:
+            if person is not None and person.status == PARTICIPANT_IN_MEETING:
                 presence[outcome.open_id] = "already"
             continue
-        if person is not None and person.status == _IN_MEETING:
+        if person is not None and person.status == PARTICIPANT_IN_MEETING:
             presence[outcome.open_id] = "joined"
         elif (
             person is not None
-            and person.status not in _RINGING
+            and person.status not in PARTICIPANT_RINGING
             and person.joined_at
             and person.left_at >= card.invited_at - 1
         ):
             presence[outcome.open_id] = "left"
-        elif person is not None and person.status not in _RINGING:
+        elif person is not None and person.status not in PARTICIPANT_RINGING:
             presence[outcome.open_id] = "unanswered"  # declined, or the ringing ran out
         else:
             presence[outcome.open_id] = "unanswered" if final else "ringing"
