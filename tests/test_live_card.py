@@ -6,13 +6,26 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from emulator import Fault
 from emulator.config import MEETING_IN_PROGRESS
-from tests.harness import ALICE, BOB, CAROL, TEAM, Harness, invite, open_world
+from tests.harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    TEAM,
+    Harness,
+    ManualClock,
+    authorize,
+    invite,
+    open_harness,
+    open_world,
+)
 
 
 @pytest.fixture
@@ -180,3 +193,28 @@ async def test_someone_already_in_the_meeting_is_shown_as_there(world: Harness) 
     assert CAROL in named_under(last, "Joined (1)")
     assert "2 of 2 joined" in last
     assert "Remind the missing" not in last
+
+
+async def test_a_card_whose_time_is_up_waits_for_a_fresh_read_before_its_final_state(tmp_path: Path) -> None:
+    # The meeting cannot be read around the end of the watch (a blip, or reads deferred under a burst):
+    # the card does not settle on what it saw last ("did not answer") but on the next read that works.
+    world = await open_harness(tmp_path, clock=ManualClock(), bot_meeting_watch_seconds=3)
+    world.watch_every_seconds = 0.5  # six ticks of grace: 3 s
+    try:
+        await world.start_bot()
+        await authorize(world, ALICE)
+        await world.emulator.wait_for_messages(1, chat_id=TEAM)
+        await invite(world, "/invite 123456789 @Bob")
+        invited_at = time.monotonic()
+        message_id = the_card(world)
+        await until_shown(world, message_id, lambda card: "Ringing (1)" in card)
+        world.emulator.add_fault(Fault(route="get_meeting", status=500, times=10_000))
+        world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)  # unseen while reads fail
+        await asyncio.sleep(max(0.0, invited_at + 3.5 - time.monotonic()))  # past the watch's end
+        assert not any(final(card) for card in shown(world, message_id))
+        world.emulator.clear_faults()
+        last = await until_shown(world, message_id, final, within=5.0)
+        assert BOB in named_under(last, "Joined (1)")
+        assert "1 of 1 joined" in last
+    finally:
+        await world.close()

@@ -44,6 +44,9 @@ WATCH_NAMESPACE = "meeting_watch"
 _RECORD_TTL_SECONDS = 6 * 3600.0
 _CAS_ATTEMPTS = 8
 _STALE_TICKS = 6
+# A card whose time is up waits this many ticks for a fresh read (one that failed or was deferred under
+# load) before it shows its final state from what was last seen.
+_FINAL_READ_TICKS = 6
 _MEETING_ENDED = 3
 # Feishu is a China-based service; its clients show times in the viewer's zone, which a card cannot know.
 _SHOWN_ZONE_SECONDS = 8 * 3600
@@ -203,8 +206,12 @@ async def look_at_meeting(services: Services, tick: WatchTick) -> None:
     meeting, readable = await _read_meeting(services, record, live)
     seen = _seen(meeting) if meeting is not None else record.seen
     ended = meeting is not None and meeting.status == _MEETING_ENDED
+    stale = meeting is None and readable  # the read failed for now (a blip, or deferred under load)
     results = await asyncio.gather(
-        *(_show(services, record, card, seen, now, ended=ended, unreadable=not readable) for card in live)
+        *(
+            _show(services, record, card, seen, now, ended=ended, unreadable=not readable, stale=stale)
+            for card in live
+        )
     )
     shown = {card.message_id: (card.revision, result) for card, result in zip(live, results, strict=True)}
     for _ in range(_CAS_ATTEMPTS):
@@ -319,11 +326,16 @@ async def _show(
     *,
     ended: bool,
     unreadable: bool,
+    stale: bool = False,
 ) -> tuple[str, bool]:
-    """Update one card if what it shows changed; return (digest shown, whether its watch ended)."""
+    """Update one card if what it shows changed; return (digest shown, whether its watch ended).
+    `stale`: this tick's read failed, so a card whose time is up waits a few ticks for a fresh one."""
     presence = presence_of(card, seen, final=False)
     everyone_came = all(state in ("joined", "left") for state in presence.values() if state != "already")
-    final = ended or unreadable or now >= card.until or everyone_came
+    time_up = now >= card.until and (
+        not stale or now >= card.until + _FINAL_READ_TICKS * services.watch_every
+    )
+    final = ended or unreadable or time_up or everyone_came
     if final:
         presence = presence_of(card, seen, final=True)
     outcomes = [stored.restore() for stored in card.outcomes]
