@@ -14,6 +14,7 @@ import pytest
 
 from emulator import Fault
 from emulator.config import MEETING_IN_PROGRESS
+from handlers.invite.reasons import NOT_INVITED
 from tests.harness import (
     ALICE,
     BOB,
@@ -216,5 +217,33 @@ async def test_a_card_whose_time_is_up_waits_for_a_fresh_read_before_its_final_s
         last = await until_shown(world, message_id, final, within=5.0)
         assert BOB in named_under(last, "Joined (1)")
         assert "1 of 1 joined" in last
+    finally:
+        await world.close()
+
+
+async def test_a_slow_tick_does_not_put_a_card_back_as_it_was_before_a_click(tmp_path: Path) -> None:
+    # A tick reads the meeting slowly (1 s); meanwhile Alice's Retry shows the card anew. The tick's
+    # view, made from the card as it was, must not overwrite it: the next tick shows the new one.
+    world = await open_world(tmp_path, bot_meeting_watch_seconds=30)
+    try:
+        world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL)
+        await invite(world, "/invite 123456789 @Bob @Carol")
+        message_id = the_card(world)
+        await until_shown(world, message_id, lambda card: "Ringing (1)" in card)
+        [retry] = [b for b in world.emulator.card_buttons(message_id) if "Retry" in json.dumps(b)]
+        world.emulator.set_busy(MEETING_IN_PROGRESS, CAROL, busy=False)
+        world.emulator.add_fault(Fault(route="get_meeting", status=None, delay_seconds=1.0))
+        world.emulator.join_meeting(MEETING_IN_PROGRESS, BOB)  # what the slow read will see
+        await asyncio.sleep(0.3)  # the tick is inside its slow read now
+        before = len(shown(world, message_id))
+        result = await world.emulator.click(ALICE, message_id, retry["value"])
+        assert result.ok, result.error
+        await until_shown(
+            world, message_id, lambda card: "Joined (1)" in card and "Ringing (1)" in card, after=before
+        )
+        await asyncio.sleep(1.2)  # past the slow read's answer
+        after_click = shown(world, message_id)[before:]
+        assert after_click
+        assert not any(NOT_INVITED.en_us in card for card in after_click), after_click
     finally:
         await world.close()

@@ -373,6 +373,8 @@ async def _show(
     built = result_card(
         record.meeting, outcomes, followups, LiveView(presence=presence, final=final, note=note)
     )
+    if await _shown_anew(services, record, card):
+        return card.shown, False  # a click showed the card anew meanwhile: this view is out of date
     try:
         await services.client.patch_message(card.message_id, MessagePatchRequest(content=card_content(built)))
     except FeishuApiError as error:
@@ -381,6 +383,18 @@ async def _show(
         log.warning("could not update a live card; it stops following", code=error.code, log_id=error.log_id)
         return card.shown, True
     return digest, final
+
+
+async def _shown_anew(services: Services, record: MeetingWatch, card: WatchedCard) -> bool:
+    """Whether the card was shown anew (a click: its revision moved) since this tick read the record.
+    Checked just before updating, so a tick that read the meeting slowly does not put a card back as
+    it was before the click; the next tick shows the new one."""
+    stored = await services.store.get(
+        WATCH_NAMESPACE, _key(record.tenant_key, record.meeting.id), now=services.clock()
+    )
+    latest = _read(stored.value if stored else None)
+    kept = next((c for c in latest.cards if c.message_id == card.message_id), None) if latest else None
+    return kept is not None and kept.revision != card.revision
 
 
 def _digest(built: dict[str, Any]) -> str:
