@@ -219,6 +219,18 @@ async def open_world(tmp_path: Path, config: EmulatorConfig | None = None, **set
     return world
 
 
+@contextlib.asynccontextmanager
+async def running_world(
+    tmp_path: Path, config: EmulatorConfig | None = None, **settings: Any
+) -> AsyncIterator[Harness]:
+    """`open_world` for the length of a `with`: the fixture most end-to-end test files start from."""
+    opened = await open_world(tmp_path, config, **settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 async def invite(world: Harness, text: str, *, chat: str = TEAM, **options: Any) -> dict[str, Any]:
     """Alice types `text`; returns the card the bot answered with."""
     before = len([m for m in world.emulator.messages if m.chat_id == chat])

@@ -19,7 +19,16 @@ from handlers.clicks import update_card
 from handlers.context import CommandContext
 from handlers.i18n import Text
 from handlers.router import default_buttons
-from tests.harness import ALICE, BOB, TEAM, FixedClock, Harness, invite, open_world, updated_card
+from tests.harness import (
+    ALICE,
+    BOB,
+    TEAM,
+    FixedClock,
+    Harness,
+    invite,
+    running_world,
+    updated_card,
+)
 
 SET = Text("好的，会提醒你。", "Reminder set.")
 pressed: list[str] = []
@@ -48,11 +57,8 @@ REMIND_ME = ButtonKind(RemindMe, remind_me)
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path)
-    try:
+    async with running_world(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def offer_remind_me(world: Harness, note: str) -> tuple[str, str]:

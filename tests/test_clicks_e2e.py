@@ -23,17 +23,15 @@ from tests.harness import (
     ephemeral_prompt,
     invite,
     open_world,
+    running_world,
     updated_card,
 )
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path)
-    try:
+    async with running_world(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def card_with_a_failure(world: Harness) -> tuple[str, dict[str, object]]:

@@ -21,6 +21,7 @@ from tests.harness import (
     ephemeral_prompt,
     invite,
     open_world,
+    running_world,
     updated_card,
 )
 
@@ -30,11 +31,8 @@ OLD_SCOPES = "vc:meeting vc:meeting:readonly offline_access"
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path)
-    try:
+    async with running_world(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def only_in_weekly_sync(world: Harness) -> None:

@@ -26,17 +26,15 @@ from tests.harness import (
     invite,
     open_harness,
     open_world,
+    running_world,
     updated_card,
 )
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path)
-    try:
+    async with running_world(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def invited_ids(world: Harness, since: int = 0) -> list[str]:

@@ -26,16 +26,14 @@ from tests.harness import (
     invite,
     open_harness,
     open_world,
+    running_world,
 )
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path, bot_meeting_watch_seconds=3)
-    try:
+    async with running_world(tmp_path, bot_meeting_watch_seconds=3) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def shown(world: Harness, message_id: str) -> list[str]:

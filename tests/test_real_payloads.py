@@ -21,7 +21,7 @@ from tests.harness import (
     Harness,
     authorize,
     invite,
-    open_world,
+    running_world,
     updated_card,
 )
 
@@ -31,11 +31,8 @@ DAVE = "ou_dave00000000000000000000000004"
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[Harness]:
-    opened = await open_world(tmp_path)
-    try:
+    async with running_world(tmp_path) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def test_legacy_callback_dates_read_as_china_time() -> None:
